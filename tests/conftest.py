@@ -30,7 +30,9 @@ def need(condition: bool, reason: str) -> None:
 
 def need_tool(name: str) -> str:
     """Path of an external tool, or skip (fail under DISKDUMP_REQUIRE_ALL) naming it."""
-    path = shutil.which(name) or (f"/usr/sbin/{name}" if Path(f"/usr/sbin/{name}").exists() else None)
+    path = shutil.which(name) or (
+        f"/usr/sbin/{name}" if Path(f"/usr/sbin/{name}").exists() else None
+    )
     need(path is not None, f"{name} is not installed (make deps installs it)")
     assert path is not None
     return path

@@ -56,7 +56,7 @@ def check_range(
     device: str | None = None,
     field: str | None = None,
 ) -> None:
-    """Raise :class:`TruncatedError` unless ``[offset, offset+size)`` lies in ``[0, container_size)``.
+    """Raise :class:`TruncatedError` unless ``[offset, offset+size)`` fits the container.
 
     :param offset: start of the range, in bytes
     :param size: length of the range, in bytes

@@ -13,7 +13,7 @@ class ExitCode(enum.IntEnum):
 
     OK = 0  #: success; check: the device is formatted and ready
     FAILURE = 1  #: an error (the message says which); not used by check
-    CHECK_HOLDS_DUMP = 1  # noqa: PIE796 - check: the device holds a dump savecore has not cleared
+    CHECK_HOLDS_DUMP = 1  #: check: holds a dump savecore has not cleared
     CHECK_NEEDS_FORMAT = 2  #: check: no label, or blocks whose pattern fails
     CHECK_UNSUITABLE = 3  #: check: sanity_check says the device cannot take a dump
     DUMP_INCOMPLETE = 4  #: dump: a dump was written but cut short (device full, source short)
