@@ -238,19 +238,35 @@ def _dump(table: Mapping[str, Any], source: str) -> DumpOptions:
 def validate_dump_options(opts: DumpOptions, *, source: str = "<options>") -> None:
     """Raise :class:`ConfigError` for an out-of-range dump option."""
     if not 0 <= opts.level <= 31:
-        raise ConfigError("dump level out of range", path=source, field="dump.level",
-                          expected="0-31", found=opts.level)  # fmt: skip
+        raise ConfigError(
+            "dump level out of range",
+            path=source,
+            field="dump.level",
+            expected="0-31",
+            found=opts.level,
+        )
     if opts.compress not in _COMPRESSORS:
-        raise ConfigError("unknown compression", path=source, field="dump.compress",
-                          expected=list(_COMPRESSORS), found=opts.compress)  # fmt: skip
+        raise ConfigError(
+            "unknown compression",
+            path=source,
+            field="dump.compress",
+            expected=list(_COMPRESSORS),
+            found=opts.compress,
+        )
     if opts.verify != "full":
         head, _, tail = opts.verify.partition(":")
         if head != "sample" or not tail.isdigit() or int(tail) < 1:
-            raise ConfigError("bad verification coverage", path=source, field="dump.verify",
-                              expected="full or sample:N", found=opts.verify)  # fmt: skip
+            raise ConfigError(
+                "bad verification coverage",
+                path=source,
+                field="dump.verify",
+                expected="full or sample:N",
+                found=opts.verify,
+            )
     if opts.threads < 0 or opts.io_timeout <= 0:
-        raise ConfigError("threads must be >= 0 and io_timeout > 0", path=source,
-                          field="dump.threads/io_timeout")  # fmt: skip
+        raise ConfigError(
+            "threads must be >= 0 and io_timeout > 0", path=source, field="dump.threads/io_timeout"
+        )
 
 
 def _savecore(table: Mapping[str, Any], source: str) -> SavecoreOptions:
@@ -260,11 +276,21 @@ def _savecore(table: Mapping[str, Any], source: str) -> SavecoreOptions:
         values["min_free"] = parse_size(values["min_free"], field_name="savecore.min_free")
     opts = replace(SavecoreOptions(), **values)
     if opts.format not in ("kdump", "elf"):
-        raise ConfigError("unknown output format", path=source, field="savecore.format",
-                          expected="kdump or elf", found=opts.format)  # fmt: skip
+        raise ConfigError(
+            "unknown output format",
+            path=source,
+            field="savecore.format",
+            expected="kdump or elf",
+            found=opts.format,
+        )
     if opts.compress not in _COMPRESSORS:
-        raise ConfigError("unknown compression", path=source, field="savecore.compress",
-                          expected=list(_COMPRESSORS), found=opts.compress)  # fmt: skip
+        raise ConfigError(
+            "unknown compression",
+            path=source,
+            field="savecore.compress",
+            expected=list(_COMPRESSORS),
+            found=opts.compress,
+        )
     if opts.max_dumps < 0:
         raise ConfigError("max_dumps must be >= 0", path=source, field="savecore.max_dumps")
     return opts
