@@ -210,9 +210,15 @@ class Codec:
         if self.name == "lzo":
             return bytes(module.decompress(raw, False, page_size))
         if self.name == "snappy":
+            # check the announced length first: never inflate a block that is not one page
             length = _snappy_length(raw)
             if length != page_size:
-                return b"\0" * 0 if length is None else bytes(length)
+                raise CorruptDataError(
+                    "snappy page data announce the wrong size",
+                    field="page data",
+                    expected=page_size,
+                    found=length,
+                )
             return bytes(module.uncompress(raw))
         decompressor = module.ZstdDecompressor()
         return bytes(decompressor.decompress(raw, max_output_size=page_size + 1))

@@ -1,24 +1,426 @@
 # SPDX-License-Identifier: GPL-2.0-or-later
-"""Our on-partition dump header (leading and trailing copies).
+"""Our on-partition dump header (leading and trailing copies) and the system-state metadata.
 
-Seed: the panic-writer work fills in the full layout. Fixed now, because the
-partition ``check`` relies on it: a dump header starts with
-:data:`DUMP_HEADER_MAGIC`; the leading copy sits at the first block of the
-dump area (``label.reserve_blocks``), the trailing copy at the last block of
-the device. A header that savecore has cleared starts with
-:data:`CLEARED_MAGIC` instead.
+This is diskdump's own format (version 1); there is no external spec. It keeps
+the idea of the 2004 diskdump partition (a header block with status
+"incomplete" first and "complete" last, see formats.md §1.14) and adds a
+trailing copy, checksums, a dump id and a metadata area written before any page.
+
+Device layout (``lba`` in device blocks, ``R = label.reserve_blocks``, ``N`` blocks)::
+
+    lba 0 .. R-1      reserved area (partition label); never written at dump time
+    lba R             leading header, one block: DumpHeader (1024 bytes) + zero fill
+    lba R+1 ..        metadata: records (type, length, payload), meta_size bytes, crc32
+    lba data_lba ..   chunk stream (formats/chunk.py), ascending lba, no gaps
+    ...               free (still carries the format pattern)
+    lba N-1           trailing header: a copy of the final leading header
+
+    DumpHeader (little endian, 1024 bytes)
+    off  size field            off  size field
+    0    8    magic "DDUMPHDR"  112  8    data_end_lba
+    8    4    header_version    120  4    max_chunk_blocks
+    12   4    header_size       124  4    chunk_count
+    16   4    status            128  8    pages_planned
+    20   4    flags             136  8    pages_written
+    24   16   dump_id           144  8    max_pfn
+    40   16   partition_uuid    152  8    phys_base
+    56   4    block_size        160  8    crash_time     (s since the epoch)
+    60   4    page_size         168  8    dump_start_time
+    64   8    device_blocks     176  8    dump_end_time
+    72   8    header_lba        184  4    nr_cpus
+    80   8    meta_lba          188  4    crashing_cpu   (-1: unknown)
+    88   8    meta_size         192  4    dump_level     (requested, makedumpfile -d bits)
+    96   4    meta_crc          196  4    applied_level  (bits the writer applied)
+    100  4    codec             200  390  utsname: 6 x 65 bytes (struct new_utsname)
+    104  8    data_lba          590  430  zero
+                                1020 4    header_crc     (crc32 of bytes 0..1019)
+
+    metadata record: type u16, reserved u16, length u32, payload, zero pad to 8 bytes
+
+Write order (the panic writer): leading header with status INCOMPLETE, then the
+metadata (so that a dump cut short still carries utsname, panic string, notes
+and kernel log), then chunks, then a flush, then the trailing header and the
+leading header rewritten COMPLETE. A header whose first 8 bytes are
+:data:`CLEARED_MAGIC` has been cleared by savecore after a successful save.
 """
 
 from __future__ import annotations
 
-__all__ = ["CLEARED_MAGIC", "DUMP_HEADER_MAGIC", "is_dump_header"]
+import enum
+import struct
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+
+from diskdump._binary import checksum32
+from diskdump.errors import (
+    BadMagicError,
+    ChecksumError,
+    CorruptDataError,
+    NotThisFormatError,
+    TruncatedError,
+    UnsupportedVersionError,
+)
+from diskdump.formats.memsource import PfnRun
+
+__all__ = [
+    "CLEARED_MAGIC",
+    "DUMP_HEADER_MAGIC",
+    "HEADER_SIZE",
+    "HEADER_VERSION",
+    "DumpFlag",
+    "DumpHeader",
+    "DumpMetadata",
+    "DumpStatus",
+    "RecordType",
+    "Utsname",
+    "cleared_block",
+    "header_block",
+    "is_cleared_header",
+    "is_dump_header",
+    "pack_metadata",
+    "unpack_metadata",
+]
 
 #: first 8 bytes of a live dump header (leading or trailing copy)
 DUMP_HEADER_MAGIC = b"DDUMPHDR"
 #: first 8 bytes of a header savecore has cleared after a successful save
 CLEARED_MAGIC = b"DDUMPCLR"
+#: the only header layout this module reads and writes
+HEADER_VERSION = 1
+#: bytes of the fixed header; the rest of its block is zero
+HEADER_SIZE = 1024
+#: struct new_utsname: each field is __NEW_UTS_LEN + 1 = 65 bytes (include/uapi/linux/utsname.h)
+UTS_FIELD_SIZE = 65
+_UTS_FIELDS = ("sysname", "nodename", "release", "version", "machine", "domainname")
+
+_HEAD = struct.Struct("<8sIIII16s16sIIQQQQIIQQIIQQQQQQQQIiII")
+_UTS = struct.Struct("<" + f"{UTS_FIELD_SIZE}s" * len(_UTS_FIELDS))
+_CRC = struct.Struct("<I")
+_CRC_OFFSET = HEADER_SIZE - _CRC.size
+_UTS_OFFSET = _HEAD.size
+assert _HEAD.size == 200 and _UTS_OFFSET + _UTS.size <= _CRC_OFFSET
+
+_RECORD = struct.Struct("<HHI")
+#: metadata records are padded to this many bytes
+_RECORD_ALIGN = 8
+_RUN = struct.Struct("<QQ")
+
+
+class DumpStatus(enum.IntEnum):
+    """``status``: INCOMPLETE from the first write until the final header rewrite."""
+
+    INCOMPLETE = 1
+    COMPLETE = 2
+
+
+class DumpFlag(enum.IntFlag):
+    """``flags``: facts about how the dump was taken."""
+
+    NONE = 0
+    UNARMED = 0x1  #: the manifest self-check was skipped (``diskdump dump --unarmed``)
+    TRUNCATED = 0x2  #: the device was full: some planned pages were not written
+    SOURCE_SHORT = 0x4  #: the memory source itself was incomplete
+    FALLBACK = 0x8  #: an earlier device failed and this one took over
+    MAYBE_DEVICE = 0x10  #: the device was taken in the second ("maybe") pass
+
+
+class RecordType(enum.IntEnum):
+    """Type of a metadata record; readers skip types they do not know."""
+
+    NOTES = 1  #: the ELF note blob: NT_PRSTATUS per CPU, VMCOREINFO
+    RAM_RUNS = 2  #: RAM pfn runs (u64 start, u64 end) pairs
+    DATA_RUNS = 3  #: pfn runs the source held and the writer planned to write
+    PANIC_STRING = 4  #: UTF-8
+    KERNEL_LOG = 5  #: UTF-8 text of the kernel log ring
+    VMCOREINFO = 6  #: VMCOREINFO text (also inside NOTES)
+    SOURCE = 7  #: UTF-8 description of where the memory came from
+
+
+@dataclass(frozen=True, slots=True)
+class Utsname:
+    """The crashed kernel's ``struct new_utsname`` (each field at most 64 bytes)."""
+
+    sysname: str = ""
+    nodename: str = ""
+    release: str = ""
+    version: str = ""
+    machine: str = ""
+    domainname: str = ""
+
+    def pack(self) -> bytes:
+        """390 bytes: six NUL-padded 65-byte fields (longer values are cut to 64 bytes)."""
+        values = [getattr(self, name).encode()[: UTS_FIELD_SIZE - 1] for name in _UTS_FIELDS]
+        return _UTS.pack(*values)
+
+    @classmethod
+    def unpack(cls, buf: bytes | memoryview) -> Utsname:
+        """Parse six 65-byte fields; bytes after the first NUL are ignored."""
+        raw = _UTS.unpack(bytes(buf[: _UTS.size]))
+        text = [r.split(b"\0", 1)[0].decode("utf-8", "replace") for r in raw]
+        return cls(*text)
+
+
+@dataclass(frozen=True, slots=True)
+class DumpHeader:
+    """The fixed header, identical in the leading and trailing copy of a complete dump.
+
+    Sizes are in bytes, ``*_lba`` in device blocks, times in seconds since the epoch.
+    """
+
+    SIZE = HEADER_SIZE
+
+    dump_id: bytes
+    partition_uuid: bytes
+    block_size: int
+    page_size: int
+    device_blocks: int
+    header_lba: int
+    meta_lba: int
+    meta_size: int
+    meta_crc: int
+    codec: int
+    data_lba: int
+    data_end_lba: int
+    max_chunk_blocks: int
+    status: DumpStatus = DumpStatus.INCOMPLETE
+    flags: DumpFlag = DumpFlag.NONE
+    chunk_count: int = 0
+    pages_planned: int = 0
+    pages_written: int = 0
+    max_pfn: int = 0
+    phys_base: int = 0
+    crash_time: int = 0
+    dump_start_time: int = 0
+    dump_end_time: int = 0
+    nr_cpus: int = 0
+    crashing_cpu: int = -1
+    dump_level: int = 0
+    applied_level: int = 0
+    utsname: Utsname = field(default_factory=Utsname)
+    header_version: int = HEADER_VERSION
+
+    @property
+    def trailer_lba(self) -> int:
+        """Block of the trailing copy: the last block of the device."""
+        return self.device_blocks - 1
+
+    @property
+    def complete(self) -> bool:
+        """True when the writer finished and nothing planned is missing."""
+        return self.status is DumpStatus.COMPLETE and not self.flags & DumpFlag.TRUNCATED
+
+    def pack(self) -> bytes:
+        """The 1024-byte header with its crc32 filled in."""
+        head = _HEAD.pack(
+            DUMP_HEADER_MAGIC, self.header_version, HEADER_SIZE, int(self.status),
+            int(self.flags), self.dump_id, self.partition_uuid, self.block_size,
+            self.page_size, self.device_blocks, self.header_lba, self.meta_lba,
+            self.meta_size, self.meta_crc, self.codec, self.data_lba, self.data_end_lba,
+            self.max_chunk_blocks, self.chunk_count, self.pages_planned, self.pages_written,
+            self.max_pfn, self.phys_base, self.crash_time, self.dump_start_time,
+            self.dump_end_time, self.nr_cpus, self.crashing_cpu, self.dump_level,
+            self.applied_level,
+        )  # fmt: skip
+        body = (head + self.utsname.pack()).ljust(_CRC_OFFSET, b"\0")
+        return body + _CRC.pack(checksum32(body))
+
+    @classmethod
+    def unpack(cls, buf: bytes | bytearray | memoryview, *, device: str | None = None,
+               offset: int = 0) -> DumpHeader:  # fmt: skip
+        """Parse and verify a header; ``offset`` (bytes) only feeds error messages.
+
+        :raises NotThisFormatError: no live header here (pattern, cleared, anything else)
+        :raises TruncatedError: fewer than 1024 bytes
+        :raises UnsupportedVersionError: a header version this build does not read
+        :raises ChecksumError: the crc32 does not match
+        :raises CorruptDataError: a field is out of range
+        """
+        if len(buf) < HEADER_SIZE:
+            raise TruncatedError("dump header is cut short", device=device, offset=offset,
+                                 expected=HEADER_SIZE, found=len(buf))  # fmt: skip
+        raw = bytes(buf[:HEADER_SIZE])
+        if not is_dump_header(raw):
+            what = "dump header was cleared" if is_cleared_header(raw) else "no dump header"
+            raise NotThisFormatError(what, device=device, offset=offset, field="magic",
+                                     expected=DUMP_HEADER_MAGIC, found=raw[:8])  # fmt: skip
+        values = _HEAD.unpack_from(raw)
+        if values[1] != HEADER_VERSION or values[2] != HEADER_SIZE:
+            raise UnsupportedVersionError("unsupported dump header", device=device,
+                                          offset=offset, field="header_version",
+                                          expected=(HEADER_VERSION, HEADER_SIZE),
+                                          found=(values[1], values[2]))  # fmt: skip
+        (stored,) = _CRC.unpack_from(raw, _CRC_OFFSET)
+        actual = checksum32(raw[:_CRC_OFFSET])
+        if stored != actual:
+            raise ChecksumError("dump header checksum mismatch", device=device,
+                                offset=offset + _CRC_OFFSET, field="header_crc",
+                                expected=actual, found=stored)  # fmt: skip
+        header = cls._from_values(values[3:], Utsname.unpack(raw[_UTS_OFFSET:]))
+        header._validate(device, offset)
+        return header
+
+    @classmethod
+    def _from_values(cls, v: tuple[object, ...], uts: Utsname) -> DumpHeader:
+        ints = [int(x) for x in v[4:]]  # type: ignore[call-overload]
+        status, flags = int(v[0]), int(v[1])  # type: ignore[call-overload]
+        try:
+            st = DumpStatus(status)
+        except ValueError:
+            raise CorruptDataError("unknown dump status", field="status", found=status) from None
+        return cls(
+            status=st, flags=DumpFlag(flags), dump_id=bytes(v[2]),  # type: ignore[arg-type]
+            partition_uuid=bytes(v[3]),  # type: ignore[arg-type]
+            block_size=ints[0], page_size=ints[1], device_blocks=ints[2], header_lba=ints[3],
+            meta_lba=ints[4], meta_size=ints[5], meta_crc=ints[6], codec=ints[7],
+            data_lba=ints[8], data_end_lba=ints[9], max_chunk_blocks=ints[10],
+            chunk_count=ints[11], pages_planned=ints[12], pages_written=ints[13],
+            max_pfn=ints[14], phys_base=ints[15], crash_time=ints[16],
+            dump_start_time=ints[17], dump_end_time=ints[18], nr_cpus=ints[19],
+            crashing_cpu=ints[20], dump_level=ints[21], applied_level=ints[22], utsname=uts,
+        )  # fmt: skip
+
+    def _validate(self, device: str | None, offset: int) -> None:
+        bs = self.block_size
+        checks = (
+            ("block_size", bs >= HEADER_SIZE and bs & (bs - 1) == 0, "a power of two >= 1024"),
+            ("page_size", self.page_size > 0 and self.page_size % bs == 0, "a multiple of bs"),
+            ("meta_lba", self.meta_lba == self.header_lba + 1, "header_lba + 1"),
+            ("data_lba", self.meta_lba + self.meta_blocks <= self.data_lba, ">= metadata end"),
+            ("data_end_lba", self.data_lba <= self.data_end_lba <= self.trailer_lba,
+             "between data_lba and the trailer"),
+            ("header_lba", self.header_lba < self.trailer_lba, "before the trailer"),
+            ("max_chunk_blocks", self.max_chunk_blocks > 0, "positive"),
+        )  # fmt: skip
+        for name, ok, expected in checks:
+            if not ok:
+                raise CorruptDataError("dump header field out of range", device=device,
+                                       offset=offset, field=name, expected=expected,
+                                       found=getattr(self, name))  # fmt: skip
+
+    @property
+    def meta_blocks(self) -> int:
+        """Blocks the metadata occupies."""
+        return -(-self.meta_size // self.block_size)
+
+    def extents(self) -> list[tuple[int, int]]:
+        """``(lba, blocks)`` ranges this dump may have written, for re-initialisation.
+
+        Covers the leading header through the written chunks plus one more
+        chunk (a write cut short may have left part of it), and the trailer.
+        """
+        end = min(self.data_end_lba + self.max_chunk_blocks, self.trailer_lba)
+        return [(self.header_lba, end - self.header_lba), (self.trailer_lba, 1)]
+
+    def finished(self, **changes: object) -> DumpHeader:
+        """A copy with fields replaced (``status=``, ``data_end_lba=``, ...)."""
+        return replace(self, **changes)  # type: ignore[arg-type]
+
+
+@dataclass(frozen=True, slots=True)
+class DumpMetadata:
+    """System state written before any page, so that a dump cut short is still useful."""
+
+    notes: bytes = b""
+    ram_runs: tuple[PfnRun, ...] = ()
+    data_runs: tuple[PfnRun, ...] = ()
+    panic_string: str = ""
+    kernel_log: str = ""
+    vmcoreinfo: bytes = b""
+    source: str = ""
+
+
+def pack_metadata(meta: DumpMetadata) -> bytes:
+    """Serialise ``meta`` as a sequence of records (see the module docstring)."""
+    records = (
+        (RecordType.NOTES, meta.notes),
+        (RecordType.RAM_RUNS, _pack_runs(meta.ram_runs)),
+        (RecordType.DATA_RUNS, _pack_runs(meta.data_runs)),
+        (RecordType.PANIC_STRING, meta.panic_string.encode()),
+        (RecordType.KERNEL_LOG, meta.kernel_log.encode()),
+        (RecordType.VMCOREINFO, meta.vmcoreinfo),
+        (RecordType.SOURCE, meta.source.encode()),
+    )
+    out = bytearray()
+    for rtype, payload in records:
+        out += _RECORD.pack(rtype, 0, len(payload)) + payload
+        out += bytes(-len(out) % _RECORD_ALIGN)
+    return bytes(out)
+
+
+def unpack_metadata(buf: bytes | memoryview, *, device: str | None = None,
+                    offset: int = 0) -> DumpMetadata:  # fmt: skip
+    """Parse metadata records; unknown record types are skipped.
+
+    :param offset: byte offset of ``buf`` on the device, for messages
+    :raises TruncatedError: a record's length points past the end
+    :raises CorruptDataError: a run list is malformed
+    """
+    fields: dict[str, object] = {}
+    pos = 0
+    while pos + _RECORD.size <= len(buf):
+        rtype, _, length = _RECORD.unpack_from(buf, pos)
+        start = pos + _RECORD.size
+        if start + length > len(buf):
+            raise TruncatedError("metadata record extends past the end", device=device,
+                                 offset=offset + pos, field="length",
+                                 expected=f"<= {len(buf) - start}", found=length)  # fmt: skip
+        payload = bytes(buf[start : start + length])
+        pos = start + length + (-(start + length) % _RECORD_ALIGN)
+        name = _RECORD_FIELDS.get(rtype)
+        if name is None:
+            continue
+        if rtype in (RecordType.RAM_RUNS, RecordType.DATA_RUNS):
+            fields[name] = _unpack_runs(payload, device, offset + start)
+        elif rtype in (RecordType.NOTES, RecordType.VMCOREINFO):
+            fields[name] = payload
+        else:
+            fields[name] = payload.decode("utf-8", "replace")
+    return DumpMetadata(**fields)  # type: ignore[arg-type]
+
+
+_RECORD_FIELDS = {
+    RecordType.NOTES: "notes",
+    RecordType.RAM_RUNS: "ram_runs",
+    RecordType.DATA_RUNS: "data_runs",
+    RecordType.PANIC_STRING: "panic_string",
+    RecordType.KERNEL_LOG: "kernel_log",
+    RecordType.VMCOREINFO: "vmcoreinfo",
+    RecordType.SOURCE: "source",
+}
+
+
+def _pack_runs(runs: Sequence[PfnRun]) -> bytes:
+    return b"".join(_RUN.pack(r.start_pfn, r.end_pfn) for r in runs)
+
+
+def _unpack_runs(payload: bytes, device: str | None, offset: int) -> tuple[PfnRun, ...]:
+    if len(payload) % _RUN.size:
+        raise CorruptDataError("pfn run list has a partial entry", device=device, offset=offset,
+                               expected=f"a multiple of {_RUN.size}", found=len(payload))  # fmt: skip
+    runs = []
+    for start, end in _RUN.iter_unpack(payload):
+        if end < start or (runs and start < runs[-1].end_pfn):
+            raise CorruptDataError("pfn runs overlap or are not ascending", device=device,
+                                   offset=offset, found=f"[{start:#x}, {end:#x})")  # fmt: skip
+        runs.append(PfnRun(start, end))
+    return tuple(runs)
 
 
 def is_dump_header(block: bytes | bytearray | memoryview) -> bool:
     """True if ``block`` starts with a live dump header's magic; never raises."""
     return bytes(block[: len(DUMP_HEADER_MAGIC)]) == DUMP_HEADER_MAGIC
+
+
+def is_cleared_header(block: bytes | bytearray | memoryview) -> bool:
+    """True if ``block`` starts with the magic savecore writes when it clears a dump."""
+    return bytes(block[: len(CLEARED_MAGIC)]) == CLEARED_MAGIC
+
+
+def header_block(header: DumpHeader) -> bytes:
+    """One device block holding ``header``, zero-filled after its 1024 bytes."""
+    return header.pack().ljust(header.block_size, b"\0")
+
+
+def cleared_block(header: DumpHeader) -> bytes:
+    """The block savecore writes over a header it cleared: CLEARED_MAGIC + the old dump id."""
+    return (CLEARED_MAGIC + header.dump_id).ljust(header.block_size, b"\0")
