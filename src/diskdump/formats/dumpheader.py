@@ -93,7 +93,7 @@ HEADER_SIZE = 1024
 UTS_FIELD_SIZE = 65
 _UTS_FIELDS = ("sysname", "nodename", "release", "version", "machine", "domainname")
 
-_HEAD = struct.Struct("<8sIIII16s16sIIQQQQIIQQIIQQQQQQQQIiII")
+_HEAD = struct.Struct("<8sIIII16s16sIIQQQQIIQQIIQQQQQQQIiII")
 _UTS = struct.Struct("<" + f"{UTS_FIELD_SIZE}s" * len(_UTS_FIELDS))
 _CRC = struct.Struct("<I")
 _CRC_OFFSET = HEADER_SIZE - _CRC.size
