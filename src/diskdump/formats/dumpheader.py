@@ -50,10 +50,10 @@ import enum
 import struct
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
+from typing import Any
 
 from diskdump._binary import checksum32
 from diskdump.errors import (
-    BadMagicError,
     ChecksumError,
     CorruptDataError,
     NotThisFormatError,
@@ -100,6 +100,14 @@ _CRC_OFFSET = HEADER_SIZE - _CRC.size
 _UTS_OFFSET = _HEAD.size
 assert _HEAD.size == 200 and _UTS_OFFSET + _UTS.size <= _CRC_OFFSET
 
+#: the integer fields of _HEAD after partition_uuid, in order
+_INT_FIELDS = (
+    "block_size", "page_size", "device_blocks", "header_lba", "meta_lba", "meta_size",
+    "meta_crc", "codec", "data_lba", "data_end_lba", "max_chunk_blocks", "chunk_count",
+    "pages_planned", "pages_written", "max_pfn", "phys_base", "crash_time",
+    "dump_start_time", "dump_end_time", "nr_cpus", "crashing_cpu", "dump_level",
+    "applied_level",
+)  # fmt: skip
 _RECORD = struct.Struct("<HHI")
 #: metadata records are padded to this many bytes
 _RECORD_ALIGN = 8
@@ -212,21 +220,44 @@ class DumpHeader:
     def pack(self) -> bytes:
         """The 1024-byte header with its crc32 filled in."""
         head = _HEAD.pack(
-            DUMP_HEADER_MAGIC, self.header_version, HEADER_SIZE, int(self.status),
-            int(self.flags), self.dump_id, self.partition_uuid, self.block_size,
-            self.page_size, self.device_blocks, self.header_lba, self.meta_lba,
-            self.meta_size, self.meta_crc, self.codec, self.data_lba, self.data_end_lba,
-            self.max_chunk_blocks, self.chunk_count, self.pages_planned, self.pages_written,
-            self.max_pfn, self.phys_base, self.crash_time, self.dump_start_time,
-            self.dump_end_time, self.nr_cpus, self.crashing_cpu, self.dump_level,
+            DUMP_HEADER_MAGIC,
+            self.header_version,
+            HEADER_SIZE,
+            int(self.status),
+            int(self.flags),
+            self.dump_id,
+            self.partition_uuid,
+            self.block_size,
+            self.page_size,
+            self.device_blocks,
+            self.header_lba,
+            self.meta_lba,
+            self.meta_size,
+            self.meta_crc,
+            self.codec,
+            self.data_lba,
+            self.data_end_lba,
+            self.max_chunk_blocks,
+            self.chunk_count,
+            self.pages_planned,
+            self.pages_written,
+            self.max_pfn,
+            self.phys_base,
+            self.crash_time,
+            self.dump_start_time,
+            self.dump_end_time,
+            self.nr_cpus,
+            self.crashing_cpu,
+            self.dump_level,
             self.applied_level,
-        )  # fmt: skip
+        )
         body = (head + self.utsname.pack()).ljust(_CRC_OFFSET, b"\0")
         return body + _CRC.pack(checksum32(body))
 
     @classmethod
-    def unpack(cls, buf: bytes | bytearray | memoryview, *, device: str | None = None,
-               offset: int = 0) -> DumpHeader:  # fmt: skip
+    def unpack(
+        cls, buf: bytes | bytearray | memoryview, *, device: str | None = None, offset: int = 0
+    ) -> DumpHeader:
         """Parse and verify a header; ``offset`` (bytes) only feeds error messages.
 
         :raises NotThisFormatError: no live header here (pattern, cleared, anything else)
@@ -236,48 +267,64 @@ class DumpHeader:
         :raises CorruptDataError: a field is out of range
         """
         if len(buf) < HEADER_SIZE:
-            raise TruncatedError("dump header is cut short", device=device, offset=offset,
-                                 expected=HEADER_SIZE, found=len(buf))  # fmt: skip
+            raise TruncatedError(
+                "dump header is cut short",
+                device=device,
+                offset=offset,
+                expected=HEADER_SIZE,
+                found=len(buf),
+            )
         raw = bytes(buf[:HEADER_SIZE])
         if not is_dump_header(raw):
             what = "dump header was cleared" if is_cleared_header(raw) else "no dump header"
-            raise NotThisFormatError(what, device=device, offset=offset, field="magic",
-                                     expected=DUMP_HEADER_MAGIC, found=raw[:8])  # fmt: skip
+            raise NotThisFormatError(
+                what,
+                device=device,
+                offset=offset,
+                field="magic",
+                expected=DUMP_HEADER_MAGIC,
+                found=raw[:8],
+            )
         values = _HEAD.unpack_from(raw)
         if values[1] != HEADER_VERSION or values[2] != HEADER_SIZE:
-            raise UnsupportedVersionError("unsupported dump header", device=device,
-                                          offset=offset, field="header_version",
-                                          expected=(HEADER_VERSION, HEADER_SIZE),
-                                          found=(values[1], values[2]))  # fmt: skip
+            raise UnsupportedVersionError(
+                "unsupported dump header",
+                device=device,
+                offset=offset,
+                field="header_version",
+                expected=(HEADER_VERSION, HEADER_SIZE),
+                found=(values[1], values[2]),
+            )
         (stored,) = _CRC.unpack_from(raw, _CRC_OFFSET)
         actual = checksum32(raw[:_CRC_OFFSET])
         if stored != actual:
-            raise ChecksumError("dump header checksum mismatch", device=device,
-                                offset=offset + _CRC_OFFSET, field="header_crc",
-                                expected=actual, found=stored)  # fmt: skip
+            raise ChecksumError(
+                "dump header checksum mismatch",
+                device=device,
+                offset=offset + _CRC_OFFSET,
+                field="header_crc",
+                expected=actual,
+                found=stored,
+            )
         header = cls._from_values(values[3:], Utsname.unpack(raw[_UTS_OFFSET:]))
         header._validate(device, offset)
         return header
 
     @classmethod
-    def _from_values(cls, v: tuple[object, ...], uts: Utsname) -> DumpHeader:
-        ints = [int(x) for x in v[4:]]  # type: ignore[call-overload]
-        status, flags = int(v[0]), int(v[1])  # type: ignore[call-overload]
+    def _from_values(cls, v: tuple[Any, ...], uts: Utsname) -> DumpHeader:
         try:
-            st = DumpStatus(status)
+            status = DumpStatus(v[0])
         except ValueError:
-            raise CorruptDataError("unknown dump status", field="status", found=status) from None
+            raise CorruptDataError("unknown dump status", field="status", found=v[0]) from None
+        ints: dict[str, Any] = dict(zip(_INT_FIELDS, v[4:], strict=True))
         return cls(
-            status=st, flags=DumpFlag(flags), dump_id=bytes(v[2]),  # type: ignore[arg-type]
-            partition_uuid=bytes(v[3]),  # type: ignore[arg-type]
-            block_size=ints[0], page_size=ints[1], device_blocks=ints[2], header_lba=ints[3],
-            meta_lba=ints[4], meta_size=ints[5], meta_crc=ints[6], codec=ints[7],
-            data_lba=ints[8], data_end_lba=ints[9], max_chunk_blocks=ints[10],
-            chunk_count=ints[11], pages_planned=ints[12], pages_written=ints[13],
-            max_pfn=ints[14], phys_base=ints[15], crash_time=ints[16],
-            dump_start_time=ints[17], dump_end_time=ints[18], nr_cpus=ints[19],
-            crashing_cpu=ints[20], dump_level=ints[21], applied_level=ints[22], utsname=uts,
-        )  # fmt: skip
+            status=status,
+            flags=DumpFlag(v[1]),
+            dump_id=bytes(v[2]),
+            partition_uuid=bytes(v[3]),
+            utsname=uts,
+            **ints,
+        )
 
     def _validate(self, device: str | None, offset: int) -> None:
         bs = self.block_size
@@ -286,16 +333,24 @@ class DumpHeader:
             ("page_size", self.page_size > 0 and self.page_size % bs == 0, "a multiple of bs"),
             ("meta_lba", self.meta_lba == self.header_lba + 1, "header_lba + 1"),
             ("data_lba", self.meta_lba + self.meta_blocks <= self.data_lba, ">= metadata end"),
-            ("data_end_lba", self.data_lba <= self.data_end_lba <= self.trailer_lba,
-             "between data_lba and the trailer"),
+            (
+                "data_end_lba",
+                self.data_lba <= self.data_end_lba <= self.trailer_lba,
+                "between data_lba and the trailer",
+            ),
             ("header_lba", self.header_lba < self.trailer_lba, "before the trailer"),
             ("max_chunk_blocks", self.max_chunk_blocks > 0, "positive"),
-        )  # fmt: skip
+        )
         for name, ok, expected in checks:
             if not ok:
-                raise CorruptDataError("dump header field out of range", device=device,
-                                       offset=offset, field=name, expected=expected,
-                                       found=getattr(self, name))  # fmt: skip
+                raise CorruptDataError(
+                    "dump header field out of range",
+                    device=device,
+                    offset=offset,
+                    field=name,
+                    expected=expected,
+                    found=getattr(self, name),
+                )
 
     @property
     def meta_blocks(self) -> int:
@@ -347,8 +402,9 @@ def pack_metadata(meta: DumpMetadata) -> bytes:
     return bytes(out)
 
 
-def unpack_metadata(buf: bytes | memoryview, *, device: str | None = None,
-                    offset: int = 0) -> DumpMetadata:  # fmt: skip
+def unpack_metadata(
+    buf: bytes | memoryview, *, device: str | None = None, offset: int = 0
+) -> DumpMetadata:
     """Parse metadata records; unknown record types are skipped.
 
     :param offset: byte offset of ``buf`` on the device, for messages
@@ -361,9 +417,14 @@ def unpack_metadata(buf: bytes | memoryview, *, device: str | None = None,
         rtype, _, length = _RECORD.unpack_from(buf, pos)
         start = pos + _RECORD.size
         if start + length > len(buf):
-            raise TruncatedError("metadata record extends past the end", device=device,
-                                 offset=offset + pos, field="length",
-                                 expected=f"<= {len(buf) - start}", found=length)  # fmt: skip
+            raise TruncatedError(
+                "metadata record extends past the end",
+                device=device,
+                offset=offset + pos,
+                field="length",
+                expected=f"<= {len(buf) - start}",
+                found=length,
+            )
         payload = bytes(buf[start : start + length])
         pos = start + length + (-(start + length) % _RECORD_ALIGN)
         name = _RECORD_FIELDS.get(rtype)
@@ -395,13 +456,22 @@ def _pack_runs(runs: Sequence[PfnRun]) -> bytes:
 
 def _unpack_runs(payload: bytes, device: str | None, offset: int) -> tuple[PfnRun, ...]:
     if len(payload) % _RUN.size:
-        raise CorruptDataError("pfn run list has a partial entry", device=device, offset=offset,
-                               expected=f"a multiple of {_RUN.size}", found=len(payload))  # fmt: skip
-    runs = []
+        raise CorruptDataError(
+            "pfn run list has a partial entry",
+            device=device,
+            offset=offset,
+            expected=f"a multiple of {_RUN.size}",
+            found=len(payload),
+        )
+    runs: list[PfnRun] = []
     for start, end in _RUN.iter_unpack(payload):
         if end < start or (runs and start < runs[-1].end_pfn):
-            raise CorruptDataError("pfn runs overlap or are not ascending", device=device,
-                                   offset=offset, found=f"[{start:#x}, {end:#x})")  # fmt: skip
+            raise CorruptDataError(
+                "pfn runs overlap or are not ascending",
+                device=device,
+                offset=offset,
+                found=f"[{start:#x}, {end:#x})",
+            )
         runs.append(PfnRun(start, end))
     return tuple(runs)
 

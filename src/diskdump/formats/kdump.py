@@ -164,7 +164,9 @@ class DiskDumpHeader:
     nr_cpus: int = 0
 
     @classmethod
-    def unpack(cls, buf: bytes | bytearray | memoryview, *, path: str | None = None) -> DiskDumpHeader:
+    def unpack(
+        cls, buf: bytes | bytearray | memoryview, *, path: str | None = None
+    ) -> DiskDumpHeader:
         """Decode the first :attr:`SIZE` bytes of ``buf``.
 
         :raises TruncatedError: ``buf`` is shorter than 464 bytes

@@ -110,6 +110,9 @@ DEFAULT_RESERVE_BLOCKS = 256
 BACKUP_LABEL_LBA = DEFAULT_RESERVE_BLOCKS - 1
 #: the fill repeats every 256 blocks (1 MiB of SHAKE-256 output per partition)
 DEFAULT_PERIOD_BLOCKS = 256
+#: upper bound on the period a label may ask for (256 MiB of fill), so a damaged label
+#: cannot make a reader derive an absurd amount of SHAKE output
+MAX_PERIOD_BLOCKS = 1 << 16
 #: a dump area smaller than this (two headers and a little data) is useless
 MIN_DATA_BLOCKS = 16
 #: domain separator hashed in front of the uuid to derive the fill stream
@@ -319,8 +322,8 @@ class PartitionLabel:
             ("block_size", self.block_size == BLOCK_SIZE, BLOCK_SIZE, self.block_size),
             (
                 "pattern_period_blocks",
-                1 <= self.pattern_period_blocks <= 1 << 16,
-                "1..65536",
+                1 <= self.pattern_period_blocks <= MAX_PERIOD_BLOCKS,
+                f"1..{MAX_PERIOD_BLOCKS}",
                 self.pattern_period_blocks,
             ),
             (
@@ -411,12 +414,16 @@ class BlockPattern:
         period = hashlib.shake_256(FILL_DOMAIN + label.uuid.bytes).digest(self.period_blocks * bs)
         reps = -(-(self.period_blocks + max_blocks) // self.period_blocks)
         stream = bytearray(period * reps)
-        header = BLOCK_SIGNATURE + label.uuid.bytes + bytes(_LBA_WORD)
+        header = BLOCK_SIGNATURE + label.uuid.bytes
+        words = memoryview(stream).cast("Q")
         blocks = len(stream) // bs
-        # stamp signature+uuid into every block: one strided store per header byte range
-        for i in range(len(header)):
-            stream[i::bs] = header[i : i + 1] * blocks
+        # stamp signature and uuid into every block: one strided store per 8-byte word
+        for i in range(0, len(header), _LBA_WORD):
+            (word,) = struct.unpack("=Q", header[i : i + _LBA_WORD])  # bytes as they are
+            words[i // _LBA_WORD :: bs // _LBA_WORD] = array.array("Q", [word]) * blocks
+        words.release()
         self._stream = bytes(stream)
+        self._stream_view = memoryview(self._stream)
         # a reusable buffer for period-aligned runs of exactly max_blocks (the hot path)
         self._aligned = bytearray(self._stream[: max_blocks * bs])
 
@@ -441,7 +448,25 @@ class BlockPattern:
         self._stamp(out, lba, block_count)
         return out
 
-    def _stamp(self, out: bytearray, lba: int, block_count: int) -> None:
+    def fill(self, out: bytearray | memoryview, lba: int) -> None:
+        """Write the pattern of blocks ``[lba, lba + len(out) // block_size)`` into ``out``.
+
+        For a writer that needs its own (for example page-aligned) buffer:
+        one slice copy and one strided store per call.
+
+        :param out: a writable buffer of 1 .. max_blocks whole blocks
+        :param lba: lba of the first block of ``out``
+        """
+        bs = self.block_size
+        count = len(out) // bs
+        if count * bs != len(out) or not 0 < count <= self.max_blocks:
+            raise ValueError(f"buffer of {len(out)} bytes is not 1..{self.max_blocks} blocks")
+        rot = lba % self.period_blocks
+        view = memoryview(out)
+        view[:] = self._stream_view[rot * bs : (rot + count) * bs]  # one copy, no temporary
+        self._stamp(view, lba, count)
+
+    def _stamp(self, out: bytearray | memoryview, lba: int, block_count: int) -> None:
         lbas = array.array("Q", range(lba, lba + block_count))
         if not _NATIVE_IS_LITTLE:
             lbas.byteswap()  # the lba field is little endian on disk

@@ -42,7 +42,7 @@ import logging
 import os
 import shutil
 import stat
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
@@ -237,6 +237,29 @@ class PartialSave:
             dir_fd=self.fd,
             min_free=self.crash.policy.min_free,
         )
+
+    def guard_progress(
+        self, progress: Callable[[int, int], None] | None
+    ) -> Callable[[int, int], None]:
+        """A ``progress(done, total)`` callback that also keeps the ``min_free`` reserve.
+
+        Writers that use ``pwrite`` on the descriptor bypass
+        :class:`SpaceGuardedFile`; they all report progress, so the reserve is
+        re-checked from there, every :data:`_RECHECK_SIZE` bytes of progress.
+
+        :param progress: the caller's callback, chained (may be None)
+        :raises InsufficientSpaceError: from the callback, once the reserve is crossed
+        """
+        last = [0]
+
+        def check(done: int, total: int) -> None:
+            if done - last[0] >= _RECHECK_SIZE or done >= total:
+                last[0] = done
+                require_space(self.fd, 0, self.crash.policy.min_free, path=self.path)
+            if progress is not None:
+                progress(done, total)
+
+        return check
 
     def write_file(self, filename: str, data: bytes) -> None:
         """Write ``data`` as ``filename`` (0600), fsynced."""

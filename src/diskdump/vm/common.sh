@@ -1,6 +1,7 @@
 # SPDX-License-Identifier: GPL-2.0-or-later
 # Shared by every guest /init of the diskdump QEMU tier (busybox sh). Sourced, not run.
-# /etc/diskdump-vm.env (written by the host) sets the variables used below.
+# /etc/diskdump-init.env (written by the initramfs builder) and /etc/diskdump-vm.env
+# (written by the QEMU harness) set the variables used below.
 
 export PATH=/bin:/sbin:/usr/bin:/usr/sbin
 say() { echo "DISKDUMP-VM: $*"; echo "diskdump-vm: $*" > /dev/kmsg 2>/dev/null; }
@@ -10,7 +11,9 @@ setup_base() {
     mount -t sysfs sysfs /sys
     mount -t devtmpfs devtmpfs /dev
     mkdir -p /dev/shm /tmp && mount -t tmpfs tmpfs /tmp
-    [ -f /etc/diskdump-vm.env ] && . /etc/diskdump-vm.env
+    for env in /etc/diskdump-init.env /etc/diskdump-vm.env; do
+        [ -f "$env" ] && . "$env"
+    done
     if [ -f /etc/modules.order ]; then
         while read -r module; do
             insmod "/lib/modules/$module.ko" || say "insmod $module failed"

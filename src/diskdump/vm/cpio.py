@@ -28,9 +28,20 @@ from __future__ import annotations
 
 import stat
 from dataclasses import dataclass
+from collections.abc import Iterator
 from typing import BinaryIO
 
-__all__ = ["CPIO_ALIGNMENT", "NEWC_MAGIC", "TRAILER_NAME", "CpioEntry", "CpioWriter"]
+from diskdump._binary import check_range
+from diskdump.errors import BadMagicError, CorruptDataError
+
+__all__ = [
+    "CPIO_ALIGNMENT",
+    "NEWC_MAGIC",
+    "TRAILER_NAME",
+    "CpioEntry",
+    "CpioWriter",
+    "iter_entries",
+]
 
 #: magic of the newc format without checksums (buffer-format.rst)
 NEWC_MAGIC = b"070701"
@@ -91,6 +102,55 @@ class CpioEntry:
         out += self.data
         out += b"\0" * _pad(len(self.data))
         return bytes(out)
+
+
+def iter_entries(
+    data: bytes | bytearray | memoryview, *, path: str | None = None
+) -> Iterator[CpioEntry]:
+    """Decode one newc archive (up to its trailer), yielding every entry but the trailer.
+
+    :raises BadMagicError: an entry does not start with ``070701``
+    :raises TruncatedError: a header, name or data runs past the end of ``data``
+    :raises CorruptDataError: a header field is not hexadecimal, or no trailer
+    """
+    view = memoryview(data)
+    offset = 0
+    while True:
+        check_range(offset, HEADER_SIZE, len(view), what="cpio header", path=path)
+        magic = bytes(view[offset : offset + len(NEWC_MAGIC)])
+        if magic != NEWC_MAGIC:
+            raise BadMagicError(
+                "bad cpio magic", path=path, offset=offset, expected=NEWC_MAGIC, found=magic
+            )
+        fields = _fields(view, offset, path)
+        namesize, filesize = fields[11], fields[6]
+        name_at = offset + HEADER_SIZE
+        check_range(name_at, namesize, len(view), what="cpio name", path=path)
+        name = bytes(view[name_at : name_at + namesize]).rstrip(b"\0").decode()
+        data_at = name_at + namesize + _pad(HEADER_SIZE + namesize)
+        check_range(data_at, filesize, len(view), what="cpio data", path=path)
+        if name == TRAILER_NAME:
+            return
+        yield CpioEntry(
+            name=name,
+            mode=fields[1],
+            data=bytes(view[data_at : data_at + filesize]),
+            nlink=fields[4],
+            rdevmajor=fields[9],
+            rdevminor=fields[10],
+        )
+        offset = data_at + filesize + _pad(filesize)
+
+
+def _fields(view: memoryview, offset: int, path: str | None) -> list[int]:
+    start = offset + len(NEWC_MAGIC)
+    raw = bytes(view[start : start + _FIELD_COUNT * 8])
+    try:
+        return [int(raw[i : i + 8], 16) for i in range(0, len(raw), 8)]
+    except ValueError:
+        raise CorruptDataError(
+            "cpio header field is not hexadecimal", path=path, offset=offset, found=raw
+        ) from None
 
 
 def _pad(size: int) -> int:

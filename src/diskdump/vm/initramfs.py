@@ -120,6 +120,11 @@ class Initramfs:
         order = "".join(f"{m.name}\n" for m in modules)
         self.add_bytes("/etc/modules.order", order.encode())
 
+    def read(self, dest: str) -> bytes:
+        """Contents of member ``dest``."""
+        source, _perm = self.files[dest]
+        return source if isinstance(source, bytes) else source.read_bytes()
+
     @property
     def unpacked_size(self) -> int:
         """Sum of the file sizes, in bytes (what the image occupies once unpacked)."""
@@ -135,17 +140,18 @@ class Initramfs:
         """
         tmp = output.with_name(f".{output.name}.{os.getpid()}.tmp")
         compressor = zstandard.ZstdCompressor(level=ZSTD_LEVEL)
-        with open(tmp, "wb") as raw, compressor.stream_writer(raw, closefd=False) as out:
-            with CpioWriter(out) as cpio:  # type: ignore[arg-type]
-                for name in _BASE_DIRS:
-                    cpio.add_dir(name)
-                cpio.add_chardev("dev/console", CONSOLE_MAJOR, CONSOLE_MINOR)
-                for dest in sorted(self.files):
-                    source, perm = self.files[dest]
-                    data = source if isinstance(source, bytes) else source.read_bytes()
-                    cpio.add_file(dest, data, perm)
-                for dest in sorted(self.symlinks):
-                    cpio.add_symlink(dest, self.symlinks[dest])
+        with (
+            open(tmp, "wb") as raw,
+            compressor.stream_writer(raw, closefd=False) as out,
+            CpioWriter(out) as cpio,
+        ):
+            for name in _BASE_DIRS:
+                cpio.add_dir(name)
+            cpio.add_chardev("dev/console", CONSOLE_MAJOR, CONSOLE_MINOR)
+            for dest in sorted(self.files):
+                cpio.add_file(dest, self.read(dest), self.files[dest][1])
+            for dest in sorted(self.symlinks):
+                cpio.add_symlink(dest, self.symlinks[dest])
         tmp.rename(output)
         size = output.stat().st_size
         log.info("wrote %s: %d bytes (%d unpacked)", output, size, self.unpacked_size)

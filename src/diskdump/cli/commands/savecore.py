@@ -1,18 +1,181 @@
 # SPDX-License-Identifier: GPL-2.0-or-later
-"""`diskdump savecore`: placeholder until its issue lands (owner replaces this file)."""
+"""``diskdump savecore``: save the dumps found on the dump devices, then re-initialise them."""
 
 from __future__ import annotations
 
 import argparse
+import sys
 from typing import Any
 
-from diskdump.errors import DiskdumpError
+from diskdump.cli._render import Progress, emit_json, human_size
+from diskdump.cli.exitcodes import ExitCode
+from diskdump.config import load_config, parse_size
+from diskdump.savecore.save import (
+    DeviceReport,
+    Outcome,
+    SaveOptions,
+    reports_to_exit_kind,
+    run_savecore,
+)
+
+__all__ = ["register", "run"]
+
+DESCRIPTION = """\
+Scan the dump devices (the [[device]] list of the configuration, or every
+--device given) read-only for a dump the panic-time writer left there. For
+each one found, check its headers in a fixed order (block size; trailing
+header: magic, version, checksum; leading header; both copies agree), then
+write
+
+    DIR/<host>-<YYYYmmdd-HHMMSS>/vmcore      kdump-compressed (default) or ELF
+                                 dmesg.txt   the kernel log
+                                 info.json   what was saved, the dump id, what is missing
+                                 info.txt    the same, for people
+
+<host> is the crashed kernel's node name, the time its crash time in UTC.
+The save is written into DIR/.<name>.partial (mode 0700, files 0600), every
+file and the directory fsynced, then renamed into place; DIR/latest then
+points at it and saves beyond --max-dumps are removed, oldest first. Only
+after that, and not with --keep, are the blocks the dump used given their
+pattern back, so `diskdump check` says the device is ready again.
+
+A dump cut short at panic time (device full, power lost) is saved too,
+marked INCOMPLETE, and info.txt says what is missing: missing pages are
+holes in the vmcore, never zeros. Running savecore again, or after it was
+killed at any point, never saves a dump twice and never loses one: a dump
+whose id a complete save already records is only re-initialised.
+
+DIR must be owned by root (or the caller) and not writable by group or
+others, and is never followed through a symlink; the save is refused when
+it would leave less than --min-free bytes free. A systemd unit that runs
+savecore at boot is shipped as diskdump/data/diskdump-savecore.service.
+"""
+
+EPILOG = """\
+exit status:
+  0    every dump found was saved complete, or there was none
+  1    error on at least one device (its dump, if any, is left in place)
+  6    saved, but at least one dump was incomplete
+  64   usage or configuration error
+
+examples:
+  diskdump savecore                                  devices and DIR from /etc/diskdump.toml
+  diskdump savecore --device /dev/sdb2 --dir /var/crash --format elf
+  diskdump savecore --device dump.img --dir crash --keep --json
+"""
 
 
 def register(sub: Any) -> None:
-    parser = sub.add_parser("savecore", help="(not yet available)")
+    """Add the ``savecore`` sub-parser."""
+    parser = sub.add_parser(
+        "savecore",
+        help="save dumps from the dump devices into the crash directory",
+        description=DESCRIPTION,
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "--config",
+        metavar="F",
+        help="configuration file (default /etc/diskdump.toml; missing is fine without this flag)",
+    )
+    parser.add_argument(
+        "--device",
+        metavar="DEV",
+        action="append",
+        default=[],
+        help="a dump device or image; repeat for several (replaces the configured list)",
+    )
+    parser.add_argument(
+        "--dir", metavar="DIR", help="crash directory ([savecore] dir, default /var/crash)"
+    )
+    parser.add_argument(
+        "--format",
+        choices=("kdump", "elf"),
+        help="vmcore format ([savecore] format, default kdump)",
+    )
+    parser.add_argument(
+        "--compress",
+        choices=("zlib", "zstd", "lzo", "snappy", "none"),
+        help="page compression of a kdump vmcore ([savecore] compress); "
+        "makedumpfile and crash read zlib and lzo",
+    )
+    parser.add_argument(
+        "--keep", action="store_true", help="leave the dump on the device (no re-initialisation)"
+    )
+    parser.add_argument(
+        "--min-free",
+        metavar="SIZE",
+        help="free space to keep on the crash "
+        "filesystem, bytes or K/M/G/T ([savecore] min_free, default 1G)",
+    )
+    parser.add_argument(
+        "--max-dumps",
+        metavar="N",
+        type=int,
+        help="saves to keep, the "
+        "oldest removed first; 0 keeps all ([savecore] max_dumps, default 5)",
+    )
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    parser.add_argument("--quiet", action="store_true", help="no progress output")
     parser.set_defaults(func=run)
 
 
+def _options(args: argparse.Namespace) -> tuple[list[Any], SaveOptions]:
+    config = load_config(args.config, required=args.config is not None)
+    if args.device:
+        config = config.with_devices(args.device)
+    saved = config.savecore
+    min_free = (
+        saved.min_free
+        if args.min_free is None
+        else parse_size(args.min_free, field_name="--min-free")
+    )
+    compress = args.compress or saved.compress
+    options = SaveOptions(
+        dir=args.dir or saved.dir,
+        format=args.format or saved.format,
+        compress=compress,
+        keep=args.keep,
+        min_free=min_free,
+        max_dumps=saved.max_dumps if args.max_dumps is None else args.max_dumps,
+    )
+    return list(config.devices), options
+
+
 def run(args: argparse.Namespace) -> int:
-    raise DiskdumpError("diskdump savecore is not available yet")
+    """Run savecore; return the exit status described in the epilog."""
+    devices, options = _options(args)
+    progress = Progress("savecore", enabled=not (args.json or args.quiet))
+    reports = run_savecore(devices, options, progress=progress)
+    kind = reports_to_exit_kind(reports)
+    if args.json:
+        emit_json({"dir": options.dir, "result": kind, "devices": [r.to_dict() for r in reports]})
+    else:
+        for report in reports:
+            _print_report(report, options.dir)
+    return {"error": ExitCode.FAILURE, "incomplete": ExitCode.SAVED_INCOMPLETE}.get(
+        kind, ExitCode.OK
+    )
+
+
+def _print_report(report: DeviceReport, crash_dir: str) -> None:
+    where = f"{crash_dir.rstrip('/')}/{report.directory}" if report.directory else ""
+    reinit = "; device re-initialised" if report.reinitialised else ""
+    if report.outcome is Outcome.FAILED:
+        assert report.error is not None
+        print(f"diskdump: error: {report.device}: {report.error}", file=sys.stderr)
+        if report.error.hint:
+            print(f"diskdump: hint: {report.error.hint}", file=sys.stderr)
+        return
+    text = {
+        Outcome.NO_DUMP: f"no dump ({report.reason})",
+        Outcome.ALREADY_SAVED: f"dump {report.dump_id} already saved in {where}{reinit}",
+        Outcome.SAVED: f"saved dump {report.dump_id} to {where} "
+        f"({human_size(report.vmcore_size)} vmcore){reinit}",
+        Outcome.SAVED_INCOMPLETE: f"saved INCOMPLETE dump {report.dump_id} to {where} "
+        f"({human_size(report.vmcore_size)} vmcore){reinit}",
+    }[report.outcome]
+    print(f"{report.device}: {text}")
+    for problem in report.problems:
+        print(f"  {problem}")

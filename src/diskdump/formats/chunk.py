@@ -1,0 +1,360 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
+"""The chunk stream of a dump partition: self-describing, checksummed groups of pages.
+
+diskdump's own format (version 1), written by the panic writer after the
+metadata (formats/dumpheader.py). Chunks follow each other without gaps from
+``data_lba``; each starts on a block boundary. A chunk names its dump (dump id),
+its place in the stream (sequence), its pfn range and the state of every page
+in it, so the stream can be read back after the writer stopped at any chunk
+boundary: the first chunk whose magic, dump id, sequence or checksum fails ends
+the stream.
+
+    chunk (little endian; bs = device block size)
+    off  size  field
+    0    8     magic "DDCHUNK1"
+    8    2     version (1)
+    10   2     codec         formats.codecs.CompressFlag of the payload (0: raw)
+    12   4     sequence      0, 1, 2, ... in write order
+    16   16    dump_id       the dump header's dump_id
+    32   8     start_pfn     first pfn of the range
+    40   4     page_count    pfns in the range, at most MAX_CHUNK_PAGES
+    44   4     present_count pages whose contents are in the payload
+    48   4     payload_size  bytes of payload as stored
+    52   4     raw_size      present_count * page_size (payload after decompression)
+    56   4     payload_crc   crc32 of the stored payload
+    60   4     header_crc    crc32 of bytes 0..59 and the state map
+    64   P     state map     2 bits per page, page i at bits 2*(i%4) of byte i//4 (PageState)
+    ...        zero up to CHUNK_HEADER_SIZE (512)
+    512  S     payload       the present pages, ascending pfn, as one compressed stream
+    ...        zero up to the next block boundary
+
+The payload is one stream per chunk rather than one per page: on kernel memory
+it compresses better and costs one call per chunk (figures in docs/panic.md).
+A chunk whose compressed form would not be smaller is stored with codec NONE.
+
+formats/dumpimage.py reads a whole dump (headers, metadata, chunks) back as a
+:class:`~diskdump.formats.memsource.MemorySource`.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+import struct
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+
+from diskdump._binary import checksum32
+from diskdump.errors import (
+    BadMagicError,
+    ChecksumError,
+    CorruptDataError,
+    TruncatedError,
+    UnsupportedVersionError,
+)
+from diskdump.formats.codecs import Codec, CompressFlag, codec_for_flag
+
+__all__ = [
+    "CHUNK_HEADER_SIZE",
+    "CHUNK_MAGIC",
+    "MAX_CHUNK_PAGES",
+    "ChunkHeader",
+    "PageState",
+    "build_chunk",
+    "chunk_blocks",
+    "decode_payload",
+    "is_chunk",
+    "pack_states",
+    "unpack_states",
+]
+
+log = logging.getLogger(__name__)
+
+#: first 8 bytes of every chunk
+CHUNK_MAGIC = b"DDCHUNK1"
+#: the only chunk layout this module reads and writes
+CHUNK_VERSION = 1
+#: bytes before the payload: fixed fields, state map, zero fill
+CHUNK_HEADER_SIZE = 512
+_FIXED = struct.Struct("<8sHHI16sQIIIII")
+_CRC = struct.Struct("<I")
+#: 4 pages per state-map byte
+_PAGES_PER_BYTE = 4
+#: the codec ids a chunk may name: CompressFlag values (formats/codecs.py)
+_KNOWN_FLAGS = frozenset(int(flag) for flag in CompressFlag) | {0}
+_STATE_BITS = 2
+_STATE_MASK = 0b11
+#: the state map must fit between the fixed fields and the payload
+MAX_CHUNK_PAGES = (CHUNK_HEADER_SIZE - _FIXED.size - _CRC.size) * _PAGES_PER_BYTE
+assert _FIXED.size + _CRC.size == 64 and MAX_CHUNK_PAGES == 1792
+
+
+class PageState(enum.IntEnum):
+    """State of one pfn in a chunk's range."""
+
+    EXCLUDED = 0  #: not held: not RAM, not in the source, or filtered out
+    PRESENT = 1  #: contents in the payload
+    ZERO = 2  #: the page was all zeros (dump level bit 1); no payload bytes
+
+
+def pack_states(states: Sequence[int]) -> bytes:
+    """Pack page states, 2 bits each, page i at bits ``2*(i%4)`` of byte ``i//4``."""
+    out = bytearray(-(-len(states) // _PAGES_PER_BYTE))
+    for i, state in enumerate(states):
+        out[i // _PAGES_PER_BYTE] |= (state & _STATE_MASK) << (_STATE_BITS * (i % 4))
+    return bytes(out)
+
+
+def unpack_states(packed: bytes | memoryview, page_count: int) -> bytes:
+    """One byte per page (a :class:`PageState` value) from the 2-bit state map."""
+    return bytes(
+        (packed[i // _PAGES_PER_BYTE] >> (_STATE_BITS * (i % 4))) & _STATE_MASK
+        for i in range(page_count)
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class ChunkHeader:
+    """The first 512 bytes of a chunk (fixed fields and state map), verified."""
+
+    SIZE = CHUNK_HEADER_SIZE
+
+    codec: CompressFlag
+    sequence: int
+    dump_id: bytes
+    start_pfn: int
+    page_count: int
+    present_count: int
+    payload_size: int
+    raw_size: int
+    payload_crc: int
+    states: bytes  #: one PageState value per page
+
+    @property
+    def end_pfn(self) -> int:
+        """One past the last pfn of the range."""
+        return self.start_pfn + self.page_count
+
+    def blocks(self, block_size: int) -> int:
+        """Device blocks the whole chunk occupies."""
+        return chunk_blocks(self.payload_size, block_size)
+
+    def pack(self) -> bytes:
+        """The 512-byte chunk header with its crc32."""
+        fixed = _FIXED.pack(
+            CHUNK_MAGIC,
+            CHUNK_VERSION,
+            int(self.codec),
+            self.sequence,
+            self.dump_id,
+            self.start_pfn,
+            self.page_count,
+            self.present_count,
+            self.payload_size,
+            self.raw_size,
+            self.payload_crc,
+        )
+        smap = pack_states(self.states)
+        crc = _CRC.pack(checksum32(smap, checksum32(fixed)))
+        return (fixed + crc + smap).ljust(CHUNK_HEADER_SIZE, b"\0")
+
+    @classmethod
+    def unpack(
+        cls, buf: bytes | memoryview, *, page_size: int, device: str | None = None, offset: int = 0
+    ) -> ChunkHeader:
+        """Parse and verify a chunk header; ``offset`` (bytes) feeds error messages.
+
+        :raises TruncatedError: fewer than 512 bytes
+        :raises BadMagicError: not a chunk
+        :raises UnsupportedVersionError: unknown chunk version
+        :raises ChecksumError: header crc mismatch
+        :raises CorruptDataError: inconsistent counts or states
+        """
+        if len(buf) < CHUNK_HEADER_SIZE:
+            raise TruncatedError(
+                "chunk header is cut short",
+                device=device,
+                offset=offset,
+                expected=CHUNK_HEADER_SIZE,
+                found=len(buf),
+            )
+        v = _FIXED.unpack_from(buf)
+        if v[0] != CHUNK_MAGIC:
+            raise BadMagicError(
+                "not a chunk",
+                device=device,
+                offset=offset,
+                field="magic",
+                expected=CHUNK_MAGIC,
+                found=bytes(v[0]),
+            )
+        if v[1] != CHUNK_VERSION:
+            raise UnsupportedVersionError(
+                "unsupported chunk",
+                device=device,
+                offset=offset,
+                field="version",
+                expected=CHUNK_VERSION,
+                found=v[1],
+            )
+        page_count = v[6]
+        if not 0 < page_count <= MAX_CHUNK_PAGES:
+            raise CorruptDataError(
+                "chunk page count out of range",
+                device=device,
+                offset=offset,
+                field="page_count",
+                expected=f"1..{MAX_CHUNK_PAGES}",
+                found=page_count,
+            )
+        smap_end = _FIXED.size + _CRC.size + -(-page_count // _PAGES_PER_BYTE)
+        smap = bytes(buf[_FIXED.size + _CRC.size : smap_end])
+        (stored,) = _CRC.unpack_from(buf, _FIXED.size)
+        actual = checksum32(smap, checksum32(bytes(buf[: _FIXED.size])))
+        if stored != actual:
+            raise ChecksumError(
+                "chunk header checksum mismatch",
+                device=device,
+                offset=offset + _FIXED.size,
+                field="header_crc",
+                expected=actual,
+                found=stored,
+            )
+        header = cls(
+            _codec(v[2], device, offset),
+            v[3],
+            bytes(v[4]),
+            v[5],
+            page_count,
+            v[7],
+            v[8],
+            v[9],
+            v[10],
+            unpack_states(smap, page_count),
+        )
+        header._validate(page_size, device, offset)
+        return header
+
+    def _validate(self, page_size: int, device: str | None, offset: int) -> None:
+        if max(self.states) > PageState.ZERO:
+            raise CorruptDataError(
+                "unknown page state in chunk", device=device, offset=offset, field="state map"
+            )
+        present = self.states.count(PageState.PRESENT)
+        if present != self.present_count or self.raw_size != present * page_size:
+            raise CorruptDataError(
+                "chunk counts disagree with its state map",
+                device=device,
+                offset=offset,
+                field="present_count",
+                expected=(present, present * page_size),
+                found=(self.present_count, self.raw_size),
+            )
+        if self.codec is CompressFlag.NONE and self.payload_size != self.raw_size:
+            raise CorruptDataError(
+                "uncompressed chunk payload has the wrong size",
+                device=device,
+                offset=offset,
+                field="payload_size",
+                expected=self.raw_size,
+                found=self.payload_size,
+            )
+
+    def iter_runs(self, states: Sequence[int]) -> Iterator[tuple[int, int]]:
+        """``(start_pfn, end_pfn)`` runs of pages whose state is in ``states``."""
+        start = None
+        for i, state in enumerate(self.states):
+            if state in states and start is None:
+                start = i
+            elif state not in states and start is not None:
+                yield self.start_pfn + start, self.start_pfn + i
+                start = None
+        if start is not None:
+            yield self.start_pfn + start, self.end_pfn
+
+
+def _codec(value: int, device: str | None, offset: int) -> CompressFlag:
+    if value in _KNOWN_FLAGS:
+        return CompressFlag(value)
+    raise CorruptDataError(
+        "unknown chunk codec", device=device, offset=offset, field="codec", found=value
+    )
+
+
+def chunk_blocks(payload_size: int, block_size: int) -> int:
+    """Blocks a chunk with ``payload_size`` bytes of payload occupies."""
+    return -(-(CHUNK_HEADER_SIZE + payload_size) // block_size)
+
+
+def build_chunk(
+    *,
+    sequence: int,
+    dump_id: bytes,
+    start_pfn: int,
+    states: bytes,
+    raw: bytes,
+    codec: Codec,
+    block_size: int,
+) -> bytes:
+    """Encode one chunk, padded to whole blocks (runs in a compression worker).
+
+    :param states: one :class:`PageState` per pfn from ``start_pfn``
+    :param raw: the PRESENT pages' contents, concatenated in pfn order
+    :param codec: compresses the payload as one stream; kept raw when not smaller
+    """
+    packed = codec.compress(raw) if raw else None
+    payload, used = (raw, CompressFlag.NONE) if packed is None else (packed, codec.flag)
+    header = ChunkHeader(
+        used,
+        sequence,
+        dump_id,
+        start_pfn,
+        len(states),
+        states.count(PageState.PRESENT),
+        len(payload),
+        len(raw),
+        checksum32(payload),
+        states,
+    )
+    body = header.pack() + payload
+    return body + bytes(-len(body) % block_size)
+
+
+def decode_payload(
+    header: ChunkHeader, payload: bytes, *, device: str | None = None, offset: int = 0
+) -> bytes:
+    """Verify and decompress a chunk payload into its ``raw_size`` bytes.
+
+    :param offset: byte offset of the payload on ``device``, for messages
+    :raises ChecksumError: payload crc mismatch
+    :raises CorruptDataError: the payload does not decompress to ``raw_size`` bytes
+    :raises CodecUnavailableError: the payload's codec library is not installed
+    """
+    actual = checksum32(payload)
+    if actual != header.payload_crc:
+        raise ChecksumError(
+            "chunk payload checksum mismatch",
+            device=device,
+            offset=offset,
+            field="payload_crc",
+            expected=header.payload_crc,
+            found=actual,
+        )
+    if header.codec is CompressFlag.NONE:
+        return payload
+    try:
+        return codec_for_flag(header.codec).decompress(payload, header.raw_size)
+    except CorruptDataError as err:
+        raise CorruptDataError(
+            f"chunk payload does not decompress: {err.what}",
+            device=device,
+            offset=offset,
+            field="payload",
+            expected=header.raw_size,
+            found=err.found,
+        ) from err
+
+
+def is_chunk(block: bytes | bytearray | memoryview) -> bool:
+    """True if ``block`` starts with the chunk magic; never raises."""
+    return bytes(block[: len(CHUNK_MAGIC)]) == CHUNK_MAGIC

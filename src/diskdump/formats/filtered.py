@@ -1,0 +1,412 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
+"""A :class:`MemorySource` that holds only what a dump level keeps.
+
+``filter_source(source, level, vmcoreinfo)`` wraps any source (ELF vmcore,
+kdump file, dump partition image): its ``data_runs`` lose the pages the level
+excludes, and reading one of those raises :class:`ExcludedPageError`. It is
+what makedumpfile's 2nd bitmap is to its 1st::
+
+    source.ram_runs    ################ ####  ######       (unchanged: 1st bitmap)
+    source.data_runs   ################ ####  ######
+    type exclusions        ---   --          -            struct page walk (pagetypes)
+    zero pages           -          -              -      page contents (bit 1)
+    data_runs          #  #   ##  ## # ####  # #### #     (2nd bitmap)
+
+The struct-page walk runs at once (so an unsupported kernel is refused when
+the filter is made); the zero-page scan, which reads every kept page, runs on
+the first call of ``data_runs`` and its result is kept.
+
+Deliberate differences from makedumpfile (docs/levels.md, tests/vm/test_levels.py):
+
+* levels 0 and 1 do not read struct pages, so hwpoisoned and offline pages are
+  excluded only when a type bit (2, 4, 8, 16) is set: a damaged mem_map never
+  stops a level 0/1 dump;
+* a block of struct pages that cannot be read keeps its pages (and is logged),
+  where makedumpfile gives up;
+* a compound page's order is trusted only up to 63 and when aligned (as makedumpfile).
+"""
+
+from __future__ import annotations
+
+import logging
+from bisect import bisect_right
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+
+from diskdump._binary import align_down, align_up
+from diskdump.errors import DiskdumpError, ExcludedPageError
+from diskdump.formats.memmap import (
+    MemMapRange,
+    SparseLayout,
+    VirtualReader,
+    VirtualTranslator,
+    iter_mem_map,
+)
+from diskdump.formats.memsource import (
+    MemorySource,
+    PfnRun,
+    iter_run_pfns,
+    merge_runs,
+    runs_page_count,
+)
+from diskdump.formats.pagetypes import (
+    BlockResult,
+    DumpLevel,
+    PageClass,
+    PageLayout,
+    Rules,
+    classify_block,
+    level_needs_mem_map,
+    validate_level,
+)
+from diskdump.formats.vmcoreinfo import VmcoreInfo
+
+__all__ = [
+    "BLOCK_PAGES",
+    "FilteredSource",
+    "TypeExclusions",
+    "filter_source",
+    "find_type_exclusions",
+    "intersect_runs",
+    "subtract_runs",
+    "zero_detector",
+]
+
+log = logging.getLogger(__name__)
+
+#: pfns classified per read of struct pages (512 KiB of 64-byte struct pages); a multiple
+#: of makedumpfile's PGMM_CACHED (512) so compound heads never straddle two blocks
+BLOCK_PAGES = 8192
+#: makedumpfile drops unused mem_map only in runs of two 64-pfn bitmap words or more
+MIN_UNUSED_VMEMMAP_RUN = 2
+#: pages read per batch by the zero-page scan (1 MiB of 4 KiB pages)
+ZERO_SCAN_PAGES = 256
+
+Classifier = Callable[[Rules, int, bytes, int], BlockResult]
+Progress = Callable[[int, int], None]
+
+
+@dataclass(slots=True)
+class TypeExclusions:
+    """What the struct-page walk excluded.
+
+    :ivar runs: excluded pfn runs, ascending, merged, within RAM
+    :ivar counts: excluded pages by reason
+    :ivar classified_pages: RAM pages whose struct page was examined
+    :ivar unreadable_pages: RAM pages whose struct page could not be read (kept)
+    """
+
+    runs: list[PfnRun] = field(default_factory=list)
+    counts: dict[PageClass, int] = field(default_factory=dict)
+    classified_pages: int = 0
+    unreadable_pages: int = 0
+
+
+def subtract_runs(runs: Sequence[PfnRun], holes: Sequence[PfnRun]) -> list[PfnRun]:
+    """``runs`` minus ``holes``; both ascending and non-overlapping."""
+    out: list[PfnRun] = []
+    j = 0
+    for run in runs:
+        start = run.start_pfn
+        while j < len(holes) and holes[j].end_pfn <= start:
+            j += 1
+        k = j
+        while k < len(holes) and holes[k].start_pfn < run.end_pfn:
+            if holes[k].start_pfn > start:
+                out.append(PfnRun(start, holes[k].start_pfn))
+            start = max(start, holes[k].end_pfn)
+            k += 1
+        if start < run.end_pfn:
+            out.append(PfnRun(start, run.end_pfn))
+    return out
+
+
+def intersect_runs(a: Sequence[PfnRun], b: Sequence[PfnRun]) -> list[PfnRun]:
+    """Pfns in both ``a`` and ``b`` (each ascending and non-overlapping)."""
+    out: list[PfnRun] = []
+    i = j = 0
+    while i < len(a) and j < len(b):
+        start = max(a[i].start_pfn, b[j].start_pfn)
+        end = min(a[i].end_pfn, b[j].end_pfn)
+        if start < end:
+            out.append(PfnRun(start, end))
+        if a[i].end_pfn <= b[j].end_pfn:
+            i += 1
+        else:
+            j += 1
+    return out
+
+
+def pick_classifier(use_numpy: bool | None) -> Classifier:
+    """The NumPy classifier when asked for (or, with None, when NumPy imports), else pure Python."""
+    if use_numpy is False:
+        return classify_block
+    from diskdump.formats import pagetypes_np
+
+    if use_numpy is None and not pagetypes_np.available():
+        return classify_block
+    return pagetypes_np.classify_block_np
+
+
+def _iter_blocks(mm: MemMapRange, ram: Sequence[PfnRun]) -> Iterator[tuple[int, int]]:
+    """(pfn, count) blocks of RAM inside ``mm``, split at multiples of BLOCK_PAGES."""
+    for run in intersect_runs([PfnRun(mm.start_pfn, mm.end_pfn)], ram):
+        pfn = run.start_pfn
+        while pfn < run.end_pfn:
+            end = min(run.end_pfn, (pfn // BLOCK_PAGES + 1) * BLOCK_PAGES)
+            yield pfn, end - pfn
+            pfn = end
+
+
+def find_type_exclusions(
+    source: MemorySource,
+    info: VmcoreInfo,
+    level: int,
+    kmem: VirtualReader,
+    *,
+    use_numpy: bool | None = None,
+    exclude_unused_vmemmap: bool = False,
+    progress: Progress | None = None,
+) -> TypeExclusions:
+    """Walk mem_map and classify every RAM page's struct page for ``level``.
+
+    :param source: the crashed kernel's memory (its ``ram_runs`` bound the walk)
+    :param info: the kernel's VMCOREINFO
+    :param level: dump level (0-31); bit 1 is not decided here
+    :param kmem: kernel-virtual reader over ``source``
+    :param use_numpy: force (True) or forbid (False) the NumPy classifier; None: if importable
+    :param exclude_unused_vmemmap: also exclude the pages of struct pages that describe
+        only excluded pages (makedumpfile ``-e``); ``kmem`` must offer ``virt_to_phys``
+    :param progress: called with (pfns done, pfns total)
+    :raises UnsupportedVersionError: the kernel's layout cannot honour ``level``
+    """
+    rules = Rules.for_level(PageLayout.from_vmcoreinfo(info), level)
+    sparse = SparseLayout.from_vmcoreinfo(info)
+    classify = pick_classifier(use_numpy)
+    ram = list(source.ram_runs())
+    total = runs_page_count(ram)
+    out = TypeExclusions()
+    found: list[PfnRun] = []
+    skip_until = 0
+    size = rules.layout.struct_size
+    mem_maps = list(iter_mem_map(kmem, sparse, source.max_pfn))
+    for mm in mem_maps:
+        for pfn, count in _iter_blocks(mm, ram):
+            try:
+                buf = kmem.read_virt(mm.mem_map + (pfn - mm.start_pfn) * size, count * size)
+            except DiskdumpError as err:
+                log.warning("struct pages of pfns %#x+%d unreadable, kept: %s", pfn, count, err)
+                out.unreadable_pages += count
+                continue
+            result = classify(rules, pfn, buf, skip_until)
+            skip_until = result.skip_until
+            found.extend(result.runs)
+            for why, pages in result.counts.items():
+                out.counts[why] = out.counts.get(why, 0) + pages
+            out.classified_pages += count
+            if progress is not None:
+                progress(out.classified_pages + out.unreadable_pages, total)
+    out.runs = intersect_runs(merge_runs(found), ram)
+    if exclude_unused_vmemmap:
+        if not isinstance(kmem, VirtualTranslator):
+            raise TypeError("exclude_unused_vmemmap needs a reader with virt_to_phys")
+        unused = _unused_vmemmap(kmem, mem_maps, out.runs, source.page_size, size)
+        out.counts[PageClass.UNUSED_VMEMMAP] = runs_page_count(unused)
+        out.runs = merge_runs([*out.runs, *unused])
+    return out
+
+
+def _unused_vmemmap(
+    kmem: VirtualTranslator,
+    mem_maps: Sequence[MemMapRange],
+    excluded: Sequence[PfnRun],
+    page_size: int,
+    struct_size: int,
+) -> list[PfnRun]:
+    """Physical pages of mem_map whose every struct page describes an excluded pfn.
+
+    As makedumpfile ``--exclude-unused-vm`` (find_unused_vmemmap_pages): only
+    runs of at least :data:`MIN_UNUSED_VMEMMAP_RUN` such pages within a section
+    are dropped (a lone page saves 4 KiB and keeps the agreement exact).
+    """
+    out: list[PfnRun] = []
+    for mm in mem_maps:
+        first = align_up(mm.mem_map, page_size)
+        last = align_down(mm.mem_map + (mm.end_pfn - mm.start_pfn) * struct_size, page_size)
+        run: list[int] = []
+        for vpage in [*range(first, last, page_size), None]:
+            if vpage is not None and _describes_only(vpage, mm, excluded, page_size, struct_size):
+                run.append(vpage)
+                continue
+            if len(run) >= MIN_UNUSED_VMEMMAP_RUN:
+                out.extend(_phys_pages(kmem, run, page_size))
+            run = []
+    return merge_runs(out)
+
+
+def _describes_only(
+    vpage: int, mm: MemMapRange, excluded: Sequence[PfnRun], page_size: int, struct_size: int
+) -> bool:
+    """True when every struct page overlapping mem_map page ``vpage`` is of an excluded pfn."""
+    lo = mm.start_pfn + (vpage - mm.mem_map) // struct_size
+    hi = mm.start_pfn + -(-(vpage + page_size - mm.mem_map) // struct_size)
+    return runs_page_count(intersect_runs([PfnRun(lo, hi)], excluded)) == hi - lo
+
+
+def _phys_pages(kmem: VirtualTranslator, vpages: Sequence[int], page_size: int) -> list[PfnRun]:
+    out: list[PfnRun] = []
+    for vpage in vpages:
+        try:
+            pfn = kmem.virt_to_phys(vpage) // page_size
+        except DiskdumpError as err:
+            log.debug("mem_map page %#x not translated, kept: %s", vpage, err)
+            continue
+        out.append(PfnRun(pfn, pfn + 1))
+    return out
+
+
+class FilteredSource:
+    """``source`` seen through a dump level; a :class:`MemorySource`.
+
+    Build it with :func:`filter_source`.
+    """
+
+    def __init__(
+        self,
+        source: MemorySource,
+        level: int,
+        types: TypeExclusions,
+        *,
+        zero_scan_numpy: bool | None = None,
+    ) -> None:
+        self.source = source
+        self.level = level
+        self.types = types
+        self._zero_numpy = zero_scan_numpy
+        self._data: list[PfnRun] | None = None
+        self._starts: list[int] = []
+        self.zero_pages = 0
+
+    @property
+    def page_size(self) -> int:
+        """Page size in bytes (the source's)."""
+        return self.source.page_size
+
+    @property
+    def max_pfn(self) -> int:
+        """Highest RAM pfn + 1 (the source's)."""
+        return self.source.max_pfn
+
+    @property
+    def notes(self) -> bytes:
+        """The source's ELF notes."""
+        return self.source.notes
+
+    @property
+    def incomplete(self) -> bool:
+        """The source's incomplete flag."""
+        return self.source.incomplete
+
+    def ram_runs(self) -> Sequence[PfnRun]:
+        """RAM runs: unchanged by filtering."""
+        return self.source.ram_runs()
+
+    def data_runs(self) -> Sequence[PfnRun]:
+        """Pfns the level keeps (the first call scans for zero pages when bit 1 is set)."""
+        if self._data is None:
+            data = subtract_runs(list(self.source.data_runs()), self.types.runs)
+            if self.level & DumpLevel.ZERO:
+                zero = self._find_zero_pages(data)
+                self.zero_pages = runs_page_count(zero)
+                data = subtract_runs(data, zero)
+            self._data = data
+            self._starts = [run.start_pfn for run in data]
+        return self._data
+
+    def read_pages(self, pfn: int, count: int) -> bytes:
+        """Contents of ``count`` pages from ``pfn``, all kept by the level.
+
+        :raises ExcludedPageError: a page in the range is excluded
+        """
+        runs = self.data_runs()
+        i = bisect_right(self._starts, pfn) - 1
+        if i < 0 or pfn + count > runs[i].end_pfn or count < 0:
+            raise ExcludedPageError(
+                f"pages excluded by dump level {self.level}",
+                offset=pfn * self.page_size,
+                field="pfn",
+                found=pfn,
+            )
+        return self.source.read_pages(pfn, count)
+
+    def _find_zero_pages(self, data: Sequence[PfnRun]) -> list[PfnRun]:
+        is_zero = zero_detector(self.page_size, self._zero_numpy)
+        zero: list[PfnRun] = []
+        for pfn, count in iter_run_pfns(data, ZERO_SCAN_PAGES):
+            buf = self.source.read_pages(pfn, count)
+            for index in is_zero(buf, count):
+                page = pfn + index
+                if zero and zero[-1].end_pfn == page:
+                    zero[-1] = PfnRun(zero[-1].start_pfn, page + 1)
+                else:
+                    zero.append(PfnRun(page, page + 1))
+        return zero
+
+
+def zero_detector(page_size: int, use_numpy: bool | None) -> Callable[[bytes, int], list[int]]:
+    """A function giving the indices of the all-zero pages of a buffer of ``count`` pages."""
+    if use_numpy is not False:
+        from diskdump.formats import pagetypes_np
+
+        if use_numpy or pagetypes_np.available():
+            return pagetypes_np.zero_page_indices
+    zero_page = bytes(page_size)
+
+    def scan(buf: bytes, count: int) -> list[int]:
+        view = memoryview(buf)
+        return [i for i in range(count) if view[i * page_size : (i + 1) * page_size] == zero_page]
+
+    return scan
+
+
+def filter_source(
+    source: MemorySource,
+    level: int,
+    vmcoreinfo: VmcoreInfo,
+    *,
+    kmem: VirtualReader | None = None,
+    use_numpy: bool | None = None,
+    exclude_unused_vmemmap: bool = False,
+    progress: Progress | None = None,
+) -> FilteredSource:
+    """``source`` with the pages ``level`` excludes left out of its data runs.
+
+    :param source: the memory to filter
+    :param level: makedumpfile ``-d`` bits, 0-31
+    :param vmcoreinfo: the crashed kernel's VMCOREINFO
+    :param kmem: kernel-virtual reader over ``source``; default: a page-table walker
+        (:class:`diskdump.formats.x86_64.KernelMemory`)
+    :param use_numpy: force or forbid NumPy (None: use it when it imports)
+    :param exclude_unused_vmemmap: also drop mem_map pages describing only excluded
+        pages (makedumpfile ``-e``/``--exclude-unused-vm``); needs a type bit in ``level``
+    :param progress: called with (pfns done, pfns total) during the struct-page walk
+    :raises UnsupportedVersionError: the kernel's layout cannot honour ``level``
+    :raises ValueError: level outside 0-31
+    """
+    validate_level(level)
+    types = TypeExclusions()
+    if level_needs_mem_map(level):
+        if kmem is None:
+            from diskdump.formats.x86_64 import KernelMemory
+
+            kmem = KernelMemory(source, vmcoreinfo)
+        types = find_type_exclusions(
+            source,
+            vmcoreinfo,
+            level,
+            kmem,
+            use_numpy=use_numpy,
+            exclude_unused_vmemmap=exclude_unused_vmemmap,
+            progress=progress,
+        )
+    return FilteredSource(source, level, types, zero_scan_numpy=use_numpy)

@@ -1,0 +1,115 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
+"""``diskdump dump`` as a library call: self-check, open, collect, write.
+
+The order is the seed's: the manifest is verified before anything is opened
+for writing; on a mismatch nothing is written and every difference is named.
+Devices and the memory source are opened (and the codec imported) before
+the writer enters crash-dump mode.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable
+from contextlib import ExitStack
+from dataclasses import dataclass
+from pathlib import Path
+
+from diskdump.config import Config
+from diskdump.devices import open_device
+from diskdump.devices.base import DumpDevice
+from diskdump.errors import DiskdumpError, ManifestError
+from diskdump.formats.detect import container_info, opened_vmcore
+from diskdump.panic.manifest import DEFAULT_MANIFEST_PATH, read_manifest, verify_manifest
+from diskdump.panic.source import collect_state
+from diskdump.panic.writer import DumpResult, ProgressInfo, WriterSettings, write_dump
+
+__all__ = ["DEFAULT_SOURCE", "DumpRequest", "check_manifest", "resolve_threads", "run_dump"]
+
+log = logging.getLogger(__name__)
+
+#: the crashed kernel's memory, as the capture kernel sees it
+DEFAULT_SOURCE = "/proc/vmcore"
+
+
+@dataclass(frozen=True, slots=True)
+class DumpRequest:
+    """One ``diskdump dump`` invocation, options resolved.
+
+    :param config: configuration (``--device`` flags already merged into ``devices``)
+    :param unarmed: skip the manifest check (recorded in the dump header)
+    """
+
+    config: Config
+    source: str = DEFAULT_SOURCE
+    unarmed: bool = False
+    manifest: str = str(DEFAULT_MANIFEST_PATH)
+    progress: Callable[[ProgressInfo], None] | None = None
+    lock_memory: bool = True
+
+
+def check_manifest(path: str, config: str | None) -> None:
+    """Verify the writer against the armed manifest.
+
+    :raises ManifestError: no manifest, or any file differs (all of them in the hint)
+    """
+    problems = verify_manifest(read_manifest(path), config=config)
+    if problems:
+        raise ManifestError(
+            f"the dump writer does not match its manifest ({len(problems)} differences); "
+            "refusing to write",
+            path=path,
+            hint="; ".join(problems),
+        )
+
+
+def resolve_threads(threads: int) -> int:
+    """``threads = 0`` means one compression worker per CPU this process may run on."""
+    if threads > 0:
+        return threads
+    return max(1, len(os.sched_getaffinity(0)))
+
+
+def _open_devices(config: Config, events: list[str]) -> list[DumpDevice]:
+    devices: list[DumpDevice] = []
+    for spec in config.devices:
+        try:
+            devices.append(open_device(spec.path, spec.driver, writable=True, **dict(spec.options)))
+        except DiskdumpError as err:
+            events.append(f"{spec.path}: cannot open: {err}")
+            log.warning("%s: cannot open: %s", spec.path, err)
+    return devices
+
+
+def run_dump(request: DumpRequest) -> DumpResult:
+    """Run the panic path for ``request``.
+
+    :raises ManifestError: the self-check failed (nothing was opened for writing)
+    :raises NoDumpDeviceError: no device took the dump
+    :raises FormatError: the source is not a readable vmcore
+    """
+    config = request.config
+    if not request.unarmed:
+        check_manifest(request.manifest, config.path)
+    opts = config.dump
+    settings = WriterSettings(
+        level=opts.level,
+        codec=opts.compress,
+        threads=resolve_threads(opts.threads),
+        io_timeout=opts.io_timeout,
+        allow_maybe=opts.allow_maybe,
+        sample_every=opts.sample_every,
+        unarmed=request.unarmed,
+        lock_memory=request.lock_memory,
+        progress=request.progress,
+    )
+    events: list[str] = []
+    with ExitStack() as stack:
+        source = stack.enter_context(opened_vmcore(request.source))
+        described = f"{Path(request.source)} ({container_info(source).format})"
+        state = collect_state(source, described)
+        devices = _open_devices(config, events)
+        for device in devices:
+            stack.callback(device.shutdown)
+        return write_dump(source, state, devices, settings, events=events)

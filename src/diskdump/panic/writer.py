@@ -1,0 +1,376 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
+"""The panic-time writer: the seed's dump sequence, one device after another.
+
+::
+
+    prepare    codec loaded, metadata packed, windows planned  (before crash-dump mode)
+    enter      crash-dump mode (panic/crashmode.py)
+    select     pass 1 sane + pattern, pass 2 maybe (panic/select.py), lazily
+    per device quiesce
+               leading header, status INCOMPLETE                 lba R
+               metadata: notes, RAM runs, panic string, kernel log
+               chunks, most valuable first (panic/layout.py), compressed by workers
+               flush
+               trailing header COMPLETE, flush                   lba N-1
+               leading header rewritten COMPLETE, flush          lba R
+               shutdown (always)
+    on a write error or an I/O stall: the next candidate device, flag FALLBACK
+    on a full device: stop at the last whole chunk, flag TRUNCATED (exit 4)
+
+Every block goes through one :class:`~diskdump.devices.base.BlockIO` whose
+range is the dump area ``[reserve_blocks, block_count)``: the label and the
+reserve cannot be written even by a bug in this module.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from contextlib import ExitStack
+from dataclasses import dataclass, field
+
+from diskdump._binary import checksum32
+from diskdump.devices.base import BlockIO, DumpDevice, Health
+from diskdump.errors import (
+    DeviceIOError,
+    DeviceTooSmallError,
+    DiskdumpError,
+    DumpAbortedError,
+    NoDumpDeviceError,
+)
+from diskdump.formats.chunk import PageState
+from diskdump.formats.codecs import Codec, get_codec
+from diskdump.formats.dumpheader import (
+    DumpFlag,
+    DumpHeader,
+    DumpStatus,
+    header_block,
+    pack_metadata,
+)
+from diskdump.formats.memsource import MemorySource, PfnRun, runs_page_count
+from diskdump.panic.compress import ChunkJob, CompressorPool
+from diskdump.panic.crashmode import CrashMode
+from diskdump.panic.ioworker import IoWorker
+from diskdump.panic.layout import (
+    DEFAULT_CHUNK_PAGES,
+    DumpLayout,
+    Window,
+    kernel_image_pfns,
+    plan_layout,
+    plan_windows,
+)
+from diskdump.panic.select import Candidate, Selection
+from diskdump.panic.source import SystemState
+from diskdump.runtime import core as runtime
+from diskdump.runtime.core import Timer
+
+__all__ = ["DumpResult", "ProgressInfo", "WriterSettings", "write_dump"]
+
+log = logging.getLogger(__name__)
+
+#: makedumpfile -d bit 1: exclude pages filled with zeros (the only bit applied at panic time)
+LEVEL_ZERO = 1
+#: seconds between two progress reports
+PROGRESS_PERIOD = 1.0
+
+
+@dataclass(frozen=True, slots=True)
+class ProgressInfo:
+    """One progress report: pages handled so far on the current device."""
+
+    device: str
+    pages_done: int
+    pages_total: int
+    bytes_written: int
+    elapsed: float  #: seconds since this device was started
+
+    @property
+    def eta(self) -> float | None:
+        """Seconds left at the current rate, or None before any page."""
+        if self.pages_done == 0:
+            return None
+        return self.elapsed * (self.pages_total - self.pages_done) / self.pages_done
+
+
+@dataclass(frozen=True, slots=True)
+class WriterSettings:
+    """Everything the writer needs, resolved before the dump.
+
+    :param level: makedumpfile -d bits requested; only bit 1 (zero pages) is applied here
+    :param threads: compression workers (0: compress on the writer thread)
+    :param io_timeout: seconds an rw_block or flush may take before the device is abandoned
+    :param progress: called about once a second from the polling loop
+    """
+
+    level: int = 1
+    codec: str = "zstd"
+    threads: int = 0
+    io_timeout: float = 30.0
+    chunk_pages: int = DEFAULT_CHUNK_PAGES
+    allow_maybe: bool = False
+    sample_every: int = 1
+    unarmed: bool = False
+    lock_memory: bool = True
+    progress: Callable[[ProgressInfo], None] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class DumpResult:
+    """What was written where, and what happened on the way (in words)."""
+
+    device: str
+    header: DumpHeader
+    bytes_written: int
+    elapsed: float
+    events: tuple[str, ...] = field(default=())
+
+    @property
+    def complete(self) -> bool:
+        """True when every planned page is on the device."""
+        return self.header.complete
+
+
+def write_dump(
+    source: MemorySource,
+    state: SystemState,
+    devices: Sequence[DumpDevice],
+    settings: WriterSettings,
+    *,
+    events: Sequence[str] = (),
+) -> DumpResult:
+    """Write ``source`` to the first device that takes it.
+
+    :param devices: opened devices, in configuration order
+    :param events: what already happened (devices that could not be opened), reported along
+
+    :raises NoDumpDeviceError: no device could take the dump (every reason in the message)
+    :raises DumpInProgressError: called while a dump runs in this process
+    :raises CodecUnavailableError: the codec's library is missing
+    """
+    codec = get_codec(settings.codec)
+    codec.check_available()
+    meta = pack_metadata(state.metadata(source))
+    priority = kernel_image_pfns(state.vmcoreinfo.decode("ascii", "replace"), source.page_size)
+    events = [*events, *state.warnings]
+    # one id for the dump on every device it touches: savecore recognises the same dump
+    dump_id = uuid.UUID(bytes=os.urandom(16), version=4).bytes
+    flags = DumpFlag.UNARMED if settings.unarmed else DumpFlag.NONE
+    if source.incomplete:
+        flags |= DumpFlag.SOURCE_SHORT
+    with CrashMode(lock_memory=settings.lock_memory) as mode:
+        events.extend(mode.report)
+        selection = Selection(devices, settings.allow_maybe, settings.sample_every)
+        for candidate in selection:
+            if candidate.health is Health.MAYBE:
+                flags |= DumpFlag.MAYBE_DEVICE
+            job = _DeviceDump(candidate, source, state, meta, codec, settings, flags, priority)
+            job.dump_id = dump_id
+            try:
+                result = job.run()
+            except (DeviceIOError, DumpAbortedError, DeviceTooSmallError) as err:
+                events.append(f"{candidate.device.name}: abandoned: {err}")
+                log.warning("%s: abandoned (%s); trying the next device", job.name, err)
+                flags = (flags & ~DumpFlag.MAYBE_DEVICE) | DumpFlag.FALLBACK
+                continue
+            events.extend(f"{r.device}: skipped: {r.reason}" for r in selection.rejected)
+            return DumpResult(result[0].name, result[1], result[2], result[3], tuple(events))
+        reasons = [f"{r.device}: {r.reason}" for r in selection.rejected] + events
+    raise NoDumpDeviceError(
+        f"no device could take the dump ({len(devices)} configured)",
+        hint="; ".join(reasons) or "no dump device configured",
+    )
+
+
+class _DeviceDump:
+    """One attempt on one device; :meth:`run` returns or raises, and always shuts it down."""
+
+    def __init__(
+        self,
+        candidate: Candidate,
+        source: MemorySource,
+        state: SystemState,
+        meta: bytes,
+        codec: Codec,
+        settings: WriterSettings,
+        flags: DumpFlag,
+        priority: PfnRun | None,
+    ) -> None:
+        self.device = candidate.device
+        self.name = candidate.device.name
+        self.label = candidate.label
+        self.source = source
+        self.state = state
+        self.meta = meta
+        self.codec = codec
+        self.settings = settings
+        self.flags = flags
+        self.priority = priority
+        self.page_size = source.page_size
+        self.pages_total = runs_page_count(source.data_runs())
+        self.pages_done = 0
+        self.bytes_written = 0
+        self.started = time.monotonic()
+        self._zero_page = bytes(self.page_size)
+        self._ticker = Timer(self._tick)
+        self.dump_id = bytes(16)
+
+    def run(self) -> tuple[DumpDevice, DumpHeader, int, float]:
+        label = self.label
+        geo = self.device.geometry
+        layout = plan_layout(
+            reserve_blocks=label.reserve_blocks,
+            block_count=label.block_count,
+            block_size=geo.block_size,
+            meta_size=len(self.meta),
+            chunk_pages=self.settings.chunk_pages,
+            page_size=self.page_size,
+            device=self.name,
+        )
+        with ExitStack() as stack:
+            stack.callback(self.device.shutdown)
+            self.device.quiesce()
+            io = IoWorker(
+                BlockIO(self.device, label.reserve_blocks, label.block_count),
+                self.settings.io_timeout,
+            )
+            stack.callback(io.close)
+            runtime.mod_timer(self._ticker, time.monotonic() + PROGRESS_PERIOD)
+            stack.callback(runtime.del_timer, self._ticker)
+            header = self._first_header(layout)
+            self._write(io, layout.header_lba, header_block(header))
+            self._write(io, layout.meta_lba, self._padded(self.meta, geo.block_size))
+            end_lba, chunks, truncated = self._stream(io, layout, header.dump_id)
+            io.flush()
+            final = header.finished(
+                status=DumpStatus.COMPLETE,
+                flags=self.flags | (DumpFlag.TRUNCATED if truncated else DumpFlag.NONE),
+                data_end_lba=end_lba,
+                chunk_count=chunks,
+                pages_written=self.pages_done,
+                dump_end_time=int(time.time()),
+            )
+            block = header_block(final)
+            self._write(io, layout.trailer_lba, block)
+            io.flush()
+            self._write(io, layout.header_lba, block)
+            io.flush()
+            self._report()
+        return self.device, final, self.bytes_written, time.monotonic() - self.started
+
+    def _first_header(self, layout: DumpLayout) -> DumpHeader:
+        state, geo = self.state, self.device.geometry
+        return DumpHeader(
+            dump_id=self.dump_id,
+            partition_uuid=self.label.uuid.bytes,
+            block_size=geo.block_size,
+            page_size=self.page_size,
+            device_blocks=geo.block_count,
+            header_lba=layout.header_lba,
+            meta_lba=layout.meta_lba,
+            meta_size=len(self.meta),
+            meta_crc=checksum32(self.meta),
+            codec=int(self.codec.flag),
+            data_lba=layout.data_lba,
+            data_end_lba=layout.data_lba,
+            max_chunk_blocks=layout.max_chunk_blocks,
+            status=DumpStatus.INCOMPLETE,
+            flags=self.flags,
+            pages_planned=self.pages_total,
+            max_pfn=self.source.max_pfn,
+            phys_base=state.phys_base & ((1 << 64) - 1),
+            crash_time=state.crash_time,
+            dump_start_time=int(time.time()),
+            nr_cpus=state.nr_cpus,
+            crashing_cpu=state.crashing_cpu,
+            dump_level=self.settings.level,
+            applied_level=self.settings.level & LEVEL_ZERO,
+            utsname=state.utsname,
+        )
+
+    @staticmethod
+    def _padded(data: bytes, block_size: int) -> bytes:
+        return data + bytes(-len(data) % block_size)
+
+    def _write(self, io: IoWorker, lba: int, data: bytes) -> None:
+        if data:
+            io.write(lba, data)
+            self.bytes_written += len(data)
+
+    def _stream(self, io: IoWorker, layout: DumpLayout, dump_id: bytes) -> tuple[int, int, bool]:
+        """Write every window as a chunk; return (end lba, chunk count, truncated)."""
+        bs = self.device.geometry.block_size
+        threads = self.settings.threads
+        pool = CompressorPool(self.codec, threads, dump_id=dump_id, block_size=bs)
+        windows = plan_windows(self.source.data_runs(), self.settings.chunk_pages, self.priority)
+        in_flight = max(2, 2 * pool.threads)
+        submitted = written = 0
+        lba = layout.data_lba
+        exhausted = truncated = False
+        try:
+            while True:
+                while not exhausted and submitted - written < in_flight:
+                    window = next(windows, None)
+                    if window is None:
+                        exhausted = True
+                        break
+                    pool.submit(self._job(submitted, window))
+                    submitted += 1
+                    runtime.run_pending()
+                if written == submitted:
+                    return lba, written, truncated
+                chunk = pool.take(written)
+                blocks = len(chunk.data) // bs
+                if lba + blocks > layout.trailer_lba:
+                    log.warning("%s: full after %d chunks; dump truncated", self.name, written)
+                    return lba, written, True
+                self._write(io, lba, chunk.data)
+                lba += blocks
+                written += 1
+                self.pages_done += chunk.held_pages
+        finally:
+            pool.close()
+
+    def _job(self, sequence: int, window: Window) -> ChunkJob:
+        ps = self.page_size
+        states = bytearray(window.page_count)
+        parts: list[bytes] = []
+        exclude_zero = bool(self.settings.level & LEVEL_ZERO)
+        held = 0
+        for pfn, count in window.segments:
+            try:
+                data = self.source.read_pages(pfn, count)
+            except (DiskdumpError, OSError) as err:
+                log.warning("%s: pages %#x+%d unreadable: %s", self.name, pfn, count, err)
+                self.flags |= DumpFlag.SOURCE_SHORT
+                continue
+            base = pfn - window.start_pfn
+            for i in range(count):
+                page = data[i * ps : (i + 1) * ps]
+                if exclude_zero and page == self._zero_page:
+                    states[base + i] = PageState.ZERO
+                else:
+                    states[base + i] = PageState.PRESENT
+                    parts.append(page)
+            held += count
+        return ChunkJob(sequence, window.start_pfn, bytes(states), b"".join(parts), held)
+
+    def _progress(self) -> ProgressInfo:
+        return ProgressInfo(
+            self.name,
+            self.pages_done,
+            self.pages_total,
+            self.bytes_written,
+            time.monotonic() - self.started,
+        )
+
+    def _tick(self) -> None:
+        # a private timer in crash-dump mode: runs from the polling loop, re-arms itself
+        self._report()
+        runtime.mod_timer(self._ticker, time.monotonic() + PROGRESS_PERIOD)
+
+    def _report(self) -> None:
+        if self.settings.progress is not None:
+            self.settings.progress(self._progress())

@@ -1,0 +1,225 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
+"""The kernel log from built kernels: lockless ring (>= 5.10) and printk_log (3.5-5.9)."""
+
+from __future__ import annotations
+
+import re
+import struct
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from diskdump.errors import CorruptDataError, ExcludedPageError
+from diskdump.formats.printk import (
+    PrintkRecord,
+    RecordFlag,
+    format_dmesg,
+    format_record,
+    iter_printk_records,
+)
+from diskdump.formats.vmcoreinfo import VmcoreInfo
+from diskdump.formats.x86_64 import KernelMemory
+from tests.builders.kernel import (
+    MIB,
+    PAGE_SIZE,
+    ExpectedRecord,
+    LogRecord,
+    SyntheticKernel,
+    build_kernel,
+)
+
+#: a small machine keeps each build fast (hypothesis builds many)
+SMALL = {"ram_size": 32 * MIB, "phys_base": 0x400000, "kernel_offset": 0, "random_fraction": 0.0,
+         "text_fraction": 0.0}  # fmt: skip
+
+
+def _read(kernel: SyntheticKernel, text: str | None = None) -> list[PrintkRecord]:
+    info = VmcoreInfo(text if text is not None else kernel.vmcoreinfo)
+    return list(iter_printk_records(KernelMemory(kernel.source, info), info))
+
+
+def _as_expected(records: list[PrintkRecord]) -> list[ExpectedRecord]:
+    return [
+        ExpectedRecord(r.seq, r.ts_nsec, r.level, r.facility, r.caller_id, r.text, not r.has_text)
+        for r in records
+    ]
+
+
+def test_default_log_wraps_and_matches() -> None:
+    kernel = build_kernel()
+    records = _read(kernel)
+    assert _as_expected(records) == kernel.expected
+    assert records[0].seq > 0  # the rings wrapped: the oldest records are gone
+    assert format_dmesg(records) == kernel.expected_dmesg
+    assert any(b"\n" in r.text for r in records)
+    panic = [r for r in records if r.text.startswith(b"Kernel panic")]
+    assert panic[0].level == 0 and panic[0].caller == "T1234"
+
+
+def test_data_less_lost_and_truncated_records() -> None:
+    records = [
+        LogRecord(b"first", 1000, caller_id=0x80000001),
+        LogRecord(b"", 2000),
+        LogRecord(b"allocation failed", 3000, lost=True),
+        LogRecord(b"0123456789abcdefXYZ", 4000, truncate_to=5),
+        LogRecord(b"last", 5000),
+    ]
+    kernel = build_kernel(records=records, desc_count_bits=4, **SMALL)
+    got = _read(kernel)
+    assert _as_expected(got) == kernel.expected
+    flags = [r.flags for r in got]
+    assert flags[1:4] == [RecordFlag.DATALESS, RecordFlag.LOST, RecordFlag.TRUNCATED]
+    assert got[0].caller == "C1"
+    # the truncated record returns the stored bytes and the block's padding, as the kernel does
+    assert got[3].text == b"01234\0\0\0"  # 5 bytes in a 16-byte block: 8 after the id
+    out = format_dmesg(got)
+    assert out.startswith("[    0.000001] first\n[    0.000004] 01234")
+    assert "allocation failed" not in out and out.endswith("[    0.000005] last\n")
+
+
+@pytest.mark.parametrize(
+    "knob",
+    [{"torn_head": True}, {"reserved_head": True}, {"last_committed": False}],
+    ids=["torn-head", "reserved-head", "all-finalized"],
+)
+def test_head_states(knob: dict[str, bool]) -> None:
+    kernel = build_kernel(**knob, **SMALL)
+    records = _read(kernel)
+    assert _as_expected(records) == kernel.expected
+    assert records[-1].text.startswith(b"Kernel Offset:")
+
+
+@pytest.mark.parametrize("fix", [False, True], ids=["pre-2025", "is_blk_wrapped"])
+def test_block_ending_at_ring_end(fix: bool) -> None:
+    # 128-byte ring, 64-byte blocks: "b" ends exactly at the end of the ring. Before the
+    # 2025 fix the writer wraps it to data[0] (evicting "a"), and "c" then evicts "b" too;
+    # with is_blk_wrapped "b" stays in place and only "a" is evicted by "c".
+    records = [LogRecord(b"a" * 56, 1), LogRecord(b"b" * 56, 2), LogRecord(b"c" * 8, 3)]
+    kernel = build_kernel(records=records, text_size_bits=7, perfect_fit_fix=fix, **SMALL)
+    got = _read(kernel)
+    assert _as_expected(got) == kernel.expected
+    assert [r.text[:1] for r in got] == ([b"b", b"c"] if fix else [b"c"])
+
+
+def test_legacy_printk_log() -> None:
+    kernel = build_kernel(legacy_printk=True, text_size_bits=11, release="5.4.0-200-generic")
+    records = _read(kernel)
+    assert _as_expected(records) == kernel.expected
+    assert len(records) < 60 and records[0].caller_id is None
+    assert format_dmesg(records) == kernel.expected_dmesg
+
+
+def test_legacy_printk_log_loop_and_overrun() -> None:
+    kernel = build_kernel(legacy_printk=True, text_size_bits=10, **SMALL)
+    kmem = KernelMemory(kernel.source, VmcoreInfo(kernel.vmcoreinfo))
+    buf = kernel.virt_to_phys(kmem.read_u64(kernel.symbols["log_buf"]))
+    first_idx = kernel.virt_to_phys(kernel.symbols["log_first_idx"])
+    memory = kernel.source.memory
+    saved = bytes(memory[buf : buf + 1024])
+    memory[buf : buf + 1024] = bytes(1024)  # every len 0: wrap markers forever
+    with pytest.raises(CorruptDataError, match=r"printk_log records loop in field printk_log.len"):
+        _read(kernel)
+    memory[buf : buf + 1024] = saved
+    struct.pack_into("<I", memory, first_idx, 1020)
+    with pytest.raises(CorruptDataError, match=r"printk_log header runs past log_buf"):
+        _read(kernel)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    texts=st.lists(st.binary(min_size=0, max_size=200), min_size=1, max_size=60),
+    count_bits=st.integers(2, 6),
+    size_bits=st.integers(9, 12),
+    fix=st.booleans(),
+    head=st.sampled_from(["finalized", "committed", "torn", "reserved"]),
+    data=st.data(),
+)
+def test_random_logs_match_the_writer(
+    texts: list[bytes], count_bits: int, size_bits: int, fix: bool, head: str, data: st.DataObject
+) -> None:
+    """Whatever the kernel's writer leaves behind, the reader returns exactly its live records."""
+    lost = data.draw(st.sets(st.integers(0, len(texts) - 1), max_size=3))
+    cut = data.draw(st.sets(st.integers(0, len(texts) - 1), max_size=3))
+    records = [
+        LogRecord(text, 1_000_003 * i, i % 8, i % 3, 1 + i, lost=i in lost,
+                  truncate_to=len(text) // 2 if i in cut else None)
+        for i, text in enumerate(texts)
+    ]  # fmt: skip
+    kernel = build_kernel(
+        records=records, desc_count_bits=count_bits, text_size_bits=size_bits,
+        perfect_fit_fix=fix, last_committed=head == "committed", torn_head=head == "torn",
+        reserved_head=head == "reserved", **SMALL,
+    )  # fmt: skip
+    assert _as_expected(_read(kernel)) == kernel.expected
+
+
+def test_format_record_matches_makedumpfile_rules() -> None:
+    record = PrintkRecord(7, 123_456_789_012_345, 4, 0, 1234, b"a\x01b\xc3\xa9\tc\x7f\nnext")
+    prefix = "[123456.789012] "
+    expected = prefix + "a\\x01b\\xffffffc3\\xffffffa9\tc\\x7f\n" + " " * len(prefix) + "next\n"
+    assert format_record(record) == expected
+    early = PrintkRecord(0, 999, 6, 0, 0x80000003, b"x")
+    assert format_record(early) == "[    0.000000] x\n"
+    assert format_record(early, show_caller=True) == "[    0.000000] [      C3] x\n"
+    assert format_record(record, show_caller=True).startswith(prefix + "[   T1234] a")
+    assert format_record(PrintkRecord(1, 0, 6, 0, None, b"y"), show_caller=True).endswith("] y\n")
+
+
+def _replace(text: str, key: str, value: object) -> str:
+    return re.sub(rf"^{re.escape(key)}=.*$", f"{key}={value}", text, flags=re.M)
+
+
+def _poke_ring(kernel: SyntheticKernel, offset: int, fmt: str, value: int) -> None:
+    paddr = kernel.virt_to_phys(kernel.symbols["printk_rb_dynamic"]) + offset
+    struct.pack_into(fmt, kernel.source.memory, paddr, value)
+
+
+def test_absurd_ring_sizes_and_ids() -> None:
+    kernel = build_kernel(**SMALL)
+    _poke_ring(kernel, 0, "<I", 40)  # desc_ring.count_bits
+    with pytest.raises(CorruptDataError, match=r"printk ring at 0x[0-9a-f]+ has an absurd size "
+                       r"in field prb_desc_ring.count_bits: expected '1..31 bits', got 0x28"):  # fmt: skip
+        _read(kernel)
+    kernel = build_kernel(**SMALL)
+    _poke_ring(kernel, 24, "<Q", 1 << 40)  # head_id far beyond tail_id
+    with pytest.raises(CorruptDataError, match=r"printk descriptor ids are inconsistent in field "
+                       r"prb_desc_ring.head_id"):  # fmt: skip
+        list(_read(kernel))
+
+
+def test_illegal_block_is_flagged_not_fatal(caplog: pytest.LogCaptureFixture) -> None:
+    kernel = build_kernel(records=[LogRecord(b"one", 1), LogRecord(b"two", 2)], **SMALL)
+    kmem = KernelMemory(kernel.source, VmcoreInfo(kernel.vmcoreinfo))
+    descs = kernel.virt_to_phys(kmem.read_u64(kernel.symbols["printk_rb_dynamic"] + 8))
+    # record 0 sits in slot 0: make next lie two laps after begin
+    begin = struct.unpack_from("<Q", kernel.source.memory, descs + 8)[0]
+    struct.pack_into("<Q", kernel.source.memory, descs + 16, (begin + 3 * 4096) % 2**64)
+    got = _read(kernel)
+    assert got[0].flags == RecordFlag.BAD_BLOCK and got[0].text == b""
+    assert got[1].text == b"two"
+    assert format_dmesg(got) == "[    0.000000] two\n"
+    assert "illegal block" in caplog.text
+
+
+def test_no_log_in_vmcoreinfo() -> None:
+    kernel = build_kernel(**SMALL)
+    text = re.sub(r"^SYMBOL\(prb\)=.*\n", "", kernel.vmcoreinfo, flags=re.M)
+    with pytest.raises(CorruptDataError, match=r"vmcoreinfo describes no kernel log in field "
+                       r"SYMBOL\(prb\)"):  # fmt: skip
+        _read(kernel, text)
+
+
+def test_offsets_come_from_vmcoreinfo() -> None:
+    """A wrong exported offset changes what is read: nothing is hard-coded."""
+    kernel = build_kernel(**SMALL)
+    text = _replace(kernel.vmcoreinfo, "OFFSET(printk_info.ts_nsec)", 0)
+    assert [r.ts_nsec for r in _read(kernel, text)] == [r.seq for r in _read(kernel)]
+
+
+def test_log_in_excluded_pages() -> None:
+    kernel = build_kernel(**SMALL)
+    ring_pfn = (kernel.spec.ram_size - MIB) // PAGE_SIZE
+    kernel.source.exclude(ring_pfn, ring_pfn + 1)
+    with pytest.raises(ExcludedPageError, match=r"page not in the dump"):
+        _read(kernel)

@@ -1,0 +1,159 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
+"""x86_64 kernel virtual memory: phys_base formula and page-table walk on built kernels."""
+
+from __future__ import annotations
+
+import re
+import struct
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from diskdump.errors import CorruptDataError, ExcludedPageError
+from diskdump.formats.vmcoreinfo import VmcoreInfo
+from diskdump.formats.x86_64 import START_KERNEL_MAP, KernelMemory
+from tests.builders.kernel import GIB, MIB, PAGE_SIZE, SyntheticKernel, build_kernel
+
+#: builder configurations covering 4/5-level paging, page sizes and SME
+LAYOUTS = {
+    "4level-1g": {},
+    "4level-2m-4k": {"gbpages": False},
+    "5level": {"pgtable_l5": True, "page_offset_base": 0xFF11000000000000},
+    "sme": {"sme_mask": 1 << 47, "gbpages": False},
+    "phys-base-0": {"phys_base": 0, "kernel_offset": 0x2200000},
+}
+
+
+def _kmem(kernel: SyntheticKernel, text: str | None = None) -> KernelMemory:
+    return KernelMemory(kernel.source, VmcoreInfo(text if text is not None else kernel.vmcoreinfo))
+
+
+@pytest.fixture(scope="module", params=sorted(LAYOUTS))
+def kernel(request: pytest.FixtureRequest) -> SyntheticKernel:
+    return build_kernel(**LAYOUTS[request.param])
+
+
+def test_kernel_image_formula_agrees_with_walk(kernel: SyntheticKernel) -> None:
+    kmem = _kmem(kernel)
+    for name, vaddr in kernel.symbols.items():
+        if vaddr >= START_KERNEL_MAP:
+            assert kmem.kernel_image_phys(vaddr) == kernel.virt_to_phys(vaddr), name
+            assert kmem.walk(vaddr).paddr == kernel.virt_to_phys(vaddr), name
+
+
+def test_page_sizes_of_each_area(kernel: SyntheticKernel) -> None:
+    kmem = _kmem(kernel)
+    text = kmem.walk(kernel.symbols["_stext"])
+    assert (text.page_size, text.level) == (2 * MIB, "pmd")
+    bss = kmem.walk(kernel.symbols["prb"])
+    assert (bss.page_size, bss.level) == (PAGE_SIZE, "pte")
+    direct = kmem.walk(kernel.spec.page_offset_base + 40 * MIB + 123)
+    expected = GIB if kernel.spec.gbpages else 2 * MIB
+    assert direct.page_size == expected
+    assert direct.paddr == 40 * MIB + 123
+
+
+def test_read_virt_across_pages_and_mappings(kernel: SyntheticKernel) -> None:
+    kmem = _kmem(kernel)
+    memory = kernel.source.memory
+    # across 4 KiB pages of the image's second half
+    vaddr = kernel.symbols["init_top_pgt"] + PAGE_SIZE - 100
+    paddr = kernel.virt_to_phys(vaddr)
+    assert kmem.read_virt(vaddr, 300) == memory[paddr : paddr + 300]
+    # across a 2 MiB boundary of the direct map
+    vaddr = kernel.spec.page_offset_base + 6 * MIB - 50
+    assert kmem.read_virt(vaddr, 100) == memory[6 * MIB - 50 : 6 * MIB + 50]
+    assert kmem.read_u64(kernel.symbols["prb"]) == kernel.symbols["printk_rb_dynamic"]
+    assert kmem.read_u32(kernel.symbols["node_online_map"]) == 1
+
+
+@settings(max_examples=60, deadline=None)
+@given(offset=st.integers(min_value=0x100000, max_value=60 * MIB), size=st.integers(1, 9000))
+def test_direct_map_reads_match_ram(offset: int, size: int) -> None:
+    kernel = _SHARED
+    kmem = _kmem(kernel)
+    vaddr = kernel.spec.page_offset_base + offset
+    assert kmem.read_virt(vaddr, size) == kernel.source.memory[offset : offset + size]
+
+
+_SHARED = build_kernel(gbpages=False)
+
+
+def test_vmalloc_range_unmapped_names_level() -> None:
+    kernel = _SHARED
+    kmem = _kmem(kernel)
+    with pytest.raises(CorruptDataError, match=r"cannot translate kernel address 0xffffc9"):
+        kmem.virt_to_phys(0xFFFFC90000001000)
+    hole = kernel.spec.page_offset_base + 0xA0000  # e820 hole: no pte in the direct map
+    message = re.escape(f"cannot translate kernel address {hole:#x}: pte entry not present")
+    with pytest.raises(CorruptDataError, match=message + r" in field pte at offset 0x[0-9a-f]+"):
+        kmem.read_virt(hole, 8)
+
+
+def test_unmapped_1g_region_names_pud() -> None:
+    kernel = build_kernel()
+    kmem = _kmem(kernel)
+    with pytest.raises(CorruptDataError, match=r": pud entry not present in field pud"):
+        kmem.walk(kernel.spec.page_offset_base + GIB)
+
+
+def test_non_canonical_address() -> None:
+    kmem = _kmem(_SHARED)
+    with pytest.raises(CorruptDataError, match=r"address 0x800000000000 is not canonical for 48"):
+        kmem.walk(0x0000800000000000)
+    five = build_kernel(pgtable_l5=True, page_offset_base=0xFF11000000000000)
+    assert _kmem(five).walk(0xFF11000000000000 + MIB).paddr == MIB
+
+
+def test_vmcoreinfo_without_phys_base_or_root() -> None:
+    text = re.sub(r"NUMBER\(phys_base\)=.*\n", "", _SHARED.vmcoreinfo)
+    with pytest.raises(CorruptDataError, match=r"cannot locate the kernel image in field NUMBER"):
+        _kmem(_SHARED, text)
+    kmem = KernelMemory(_SHARED.source, VmcoreInfo(text), phys_base=_SHARED.spec.phys_base)
+    assert kmem.read_u64(_SHARED.symbols["prb"]) == _SHARED.symbols["printk_rb_dynamic"]
+    text = re.sub(r"SYMBOL\((init_top_pgt|swapper_pg_dir)\)=.*\n", "", _SHARED.vmcoreinfo)
+    with pytest.raises(CorruptDataError, match=r"cannot walk the page tables in field SYMBOL"):
+        _kmem(_SHARED, text)
+
+
+def test_swapper_pg_dir_alone_is_enough() -> None:
+    text = re.sub(r"SYMBOL\(init_top_pgt\)=.*\n", "", _SHARED.vmcoreinfo)
+    kmem = _kmem(_SHARED, text)
+    assert kmem.walk(_SHARED.spec.page_offset_base + MIB).paddr == MIB
+
+
+def test_sme_bit_is_cleared_only_when_exported() -> None:
+    kernel = build_kernel(sme_mask=1 << 47, gbpages=False)
+    text = re.sub(r"NUMBER\(sme_mask\)=.*\n", "", kernel.vmcoreinfo)
+    with pytest.raises(ExcludedPageError):  # the C-bit makes every table address absurd
+        _kmem(kernel, text).walk(kernel.spec.page_offset_base + MIB)
+
+
+def test_excluded_page_table_page() -> None:
+    kernel = build_kernel(gbpages=False)
+    kmem = _kmem(kernel)
+    vaddr = kernel.spec.page_offset_base + 0x1000  # mapped by a pte table in the pool
+    table = kmem.walk(vaddr)
+    assert table.level == "pte"
+    pool_pfn = (kernel.kernel_start + 0x201000) // PAGE_SIZE
+    kernel.source.exclude(pool_pfn, pool_pfn + 64)
+    with pytest.raises(ExcludedPageError, match=r"page not in the dump in field pfn"):
+        kmem.walk(vaddr)
+
+
+def test_kernel_image_phys_rejects_other_addresses() -> None:
+    kmem = _kmem(_SHARED)
+    with pytest.raises(CorruptDataError, match=r"is not in the kernel image mapping"):
+        kmem.kernel_image_phys(_SHARED.spec.page_offset_base)
+
+
+def test_self_referencing_tables_terminate() -> None:
+    """A pgd entry pointing at the pgd itself: the walk ends after four reads."""
+    kernel = build_kernel(gbpages=False)
+    kmem = _kmem(kernel)
+    top = kmem.top_pgt_paddr
+    slot = 300  # an unused pgd slot in the kernel half
+    struct.pack_into("<Q", kernel.source.memory, top + slot * 8, top | 0x63)
+    vaddr = 0xFFFF000000000000 | (slot << 39) | (slot << 30) | (slot << 21) | (slot << 12)
+    assert kmem.walk(vaddr).paddr == top

@@ -1,0 +1,85 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
+"""Shared test helpers for the panic writer: formatted devices, vmcore files, read-back checks."""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+from pathlib import Path
+
+from diskdump.devices.base import BlockIO, DumpDevice
+from diskdump.devices.memory import MemoryDevice
+from diskdump.formats.dumpimage import DumpImage, open_dump
+from diskdump.formats.memsource import MemorySource
+from diskdump.formats.partition import PartitionLabel
+from diskdump.panic.source import SystemState, collect_state
+from diskdump.panic.writer import WriterSettings
+from diskdump.partition.ops import format_device
+from tests.builders.elfcore import segments_from_source, write_elfcore
+from tests.builders.kernel import SyntheticKernel, build_kernel
+
+#: blocks of a device that takes a whole 64 MiB synthetic kernel with room to spare
+ROOMY_BLOCKS = 20000
+
+
+@functools.cache
+def kernel(ram_mib: int = 64) -> SyntheticKernel:
+    """The synthetic kernel (built once per size and shared: tests never modify it)."""
+    return build_kernel(ram_size=ram_mib << 20)
+
+
+@functools.cache
+def state(ram_mib: int = 64) -> SystemState:
+    """The system state of :func:`kernel`."""
+    return collect_state(kernel(ram_mib).source, "synthetic kernel")
+
+
+def formatted(
+    blocks: int = ROOMY_BLOCKS, name: str = "mem0"
+) -> tuple[MemoryDevice, PartitionLabel]:
+    """A formatted in-memory dump partition, ready for the writer."""
+    dev = MemoryDevice(blocks, name=name)
+    label = format_device(dev, check=False)
+    dev.reopen()
+    return dev, label
+
+
+def settings(**kw: object) -> WriterSettings:
+    """Writer settings for tests: no mlockall (the test process is large), fast codec."""
+    base: dict[str, object] = {"codec": "zstd", "threads": 2, "lock_memory": False}
+    base.update(kw)
+    return WriterSettings(**base)  # type: ignore[arg-type]
+
+
+def read_back(dev: DumpDevice, label: PartitionLabel) -> DumpImage:
+    """Open the dump on ``dev`` the way savecore does (whole device, read only)."""
+    if isinstance(dev, MemoryDevice):
+        dev.reopen()
+    return open_dump(BlockIO(dev), label.reserve_blocks, name=dev.name)
+
+
+def assert_pages_match(image: DumpImage, source: MemorySource) -> int:
+    """Every page the dump holds equals the source's; return how many were compared."""
+    compared = 0
+    for run in image.data_runs():
+        assert image.read_pages(run.start_pfn, run.pages) == source.read_pages(
+            run.start_pfn, run.pages
+        ), f"pages differ in [{run.start_pfn:#x}, {run.end_pfn:#x})"
+        compared += run.pages
+    return compared
+
+
+def device_digest(dev: MemoryDevice) -> str:
+    """SHA-256 of a memory device's whole medium."""
+    return hashlib.sha256(dev.data).hexdigest()
+
+
+def file_digest(path: Path) -> str:
+    """SHA-256 of a file."""
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def write_vmcore(path: Path, ram_mib: int = 64) -> Path:
+    """The synthetic kernel as an ELF vmcore file, as /proc/vmcore would show it."""
+    src = kernel(ram_mib).source
+    return write_elfcore(path, segments_from_source(src), src.notes)

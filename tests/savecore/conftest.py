@@ -1,0 +1,85 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
+"""Fixtures of the savecore tests: a small synthetic kernel and formatted image files."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from diskdump.devices import open_device
+from diskdump.formats.partition import PartitionLabel
+from diskdump.partition.ops import find_dump, format_device, read_label, verify_device
+from tests.builders.kernel import MIB, SyntheticKernel, build_kernel
+from tests.savecore.dumpbuilder import Knobs, write_dump
+
+#: image size: 32 MiB of RAM dumped with room to spare
+IMAGE_SIZE = 48 * MIB
+
+
+@pytest.fixture(scope="session")
+def small_kernel() -> SyntheticKernel:
+    """A 32 MiB synthetic 6.1 kernel (phys_base 0 so that the image fits)."""
+    return build_kernel(ram_size=32 * MIB, phys_base=0, kernel_offset=0)
+
+
+def make_image(path: Path, size: int = IMAGE_SIZE) -> PartitionLabel:
+    """A preallocated image file formatted as a dump partition."""
+    with open(path, "wb") as file:
+        os.posix_fallocate(file.fileno(), 0, size)
+    with open_device(path, writable=True) as device:
+        return format_device(device)
+
+
+DumpFactory = Callable[..., Path]
+
+
+@pytest.fixture
+def dumped(tmp_path: Path, small_kernel: SyntheticKernel) -> DumpFactory:
+    """``dumped(name="dev0.img", knobs=Knobs(...), **write_dump_kwargs)`` -> image path."""
+
+    def make(name: str = "dev0.img", knobs: Knobs = Knobs(), **kwargs: Any) -> Path:
+        path = tmp_path / name
+        label = make_image(path)
+        kwargs.setdefault("kernel_log", small_kernel.expected_dmesg)
+        with open_device(path, writable=True) as device:
+            write_dump(device, label, small_kernel.source, knobs=knobs, **kwargs)
+        return path
+
+    return make
+
+
+@pytest.fixture
+def crash_dir(tmp_path: Path) -> Path:
+    path = tmp_path / "crash"
+    path.mkdir(mode=0o700)
+    return path
+
+
+def saves(crash: Path) -> list[Path]:
+    """Complete saves in ``crash`` (directories with an info.json), by name."""
+    return sorted(p for p in crash.iterdir() if not p.name.startswith(".") and
+                  not p.is_symlink() and (p / "info.json").is_file())  # fmt: skip
+
+
+def info_of(save: Path) -> dict[str, Any]:
+    data: dict[str, Any] = json.loads((save / "info.json").read_text())
+    return data
+
+
+def device_state(path: Path) -> tuple[bool, bool, bool]:
+    """(holds a dump: leading header, trailing header, pattern verifies everywhere)."""
+    with open_device(path) as device:
+        label = read_label(device)
+        presence = find_dump(device, label)
+        ok = verify_device(device, label=label).ok
+    return presence.leading, presence.trailing, ok
+
+
+def digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
