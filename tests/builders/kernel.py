@@ -463,7 +463,9 @@ class _LegacyLog:
     def expected(self) -> list[ExpectedRecord]:
         return [
             # numbered from the oldest kept record: VMCOREINFO has no log_first_seq
-            ExpectedRecord(seq - self.first_seq, r.ts_nsec, r.level, r.facility, None, r.text, False)
+            ExpectedRecord(
+                seq - self.first_seq, r.ts_nsec, r.level, r.facility, None, r.text, False
+            )
             for seq in range(self.first_seq, self.next_seq)
             for r in (self.stored[seq],)
         ]

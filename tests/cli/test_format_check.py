@@ -124,6 +124,12 @@ def test_usage_errors(tmp_path: Path, image: Path, capsys: pytest.CaptureFixture
     assert main(["check", "--sample", "0", str(image)]) == 64
     assert main(["check", "--full", "--sample", "3", str(image)]) == 64
     assert main(["format", "--driver", "nfs", str(image)]) == 64
+    assert main(["format", "--reserve-blocks", "100", str(image)]) == 64
+    assert "must be at least 256, got 100" in capsys.readouterr().err
+    assert main(["format", "-q", "--reserve-blocks", "512", str(image)]) == 0
+    capsys.readouterr()
+    assert main(["check", "-q", "--json", str(image)]) == 0
+    assert _json(capsys)["devices"][0]["label"]["reserve_blocks"] == 512  # type: ignore[index]
     small = make_image(tmp_path / "small.img", 100 * BS)
     assert main(["format", str(small)]) == 1
     assert "device too small for a dump partition" in capsys.readouterr().err

@@ -12,6 +12,7 @@ import pytest
 from diskdump.devices import open_device
 from diskdump.devices.base import BlockIO, Health
 from diskdump.devices.block import BlockDevice
+from diskdump.devices.file import FileDevice
 from diskdump.errors import DeviceNotReadyError
 from tests.conftest import need_tool
 from tests.devices.loop import loop_device, make_image, run
@@ -79,3 +80,36 @@ def test_read_only_and_busy_devices_are_unusable(tmp_path: Path) -> None:
 def test_block_driver_refuses_a_file(tmp_path: Path) -> None:
     with pytest.raises(DeviceNotReadyError, match=r"not a block device on .*v.img"):
         BlockDevice(make_image(tmp_path / "v.img", SIZE))
+
+
+def test_polled_io_round_trip(tmp_path: Path) -> None:
+    """RWF_HIPRI forced on (loop queues do not poll; the kernel then completes normally)."""
+    with loop_device(make_image(tmp_path / "p.img", SIZE)) as dev:
+        with BlockDevice(dev, writable=True, polled=True) as device:
+            assert device.polled
+            io = BlockIO(device)
+            data = os.urandom(2 * BS)
+            io.write(9, data)
+            back = bytearray(2 * BS)
+            io.read(9, back)
+        assert back == data
+        with BlockDevice(dev) as device:
+            poll = Path(f"/sys/block/{Path(dev).name}/queue/io_poll").read_text().strip()
+            assert device.polled is (poll == "1")
+
+
+def test_image_file_in_use_as_swap_or_loop_is_unusable(tmp_path: Path) -> None:
+    image = make_image(tmp_path / "swap.img", SIZE)
+    image.chmod(0o600)
+    run(need_tool("mkswap"), str(image))
+    swapon, swapoff = need_tool("swapon"), need_tool("swapoff")
+    run(swapon, str(image))
+    try:
+        with FileDevice(image) as device:
+            assert device.sanity_check().reason == "file is an active swap area"
+    finally:
+        run(swapoff, str(image), check=False)
+    with loop_device(image) as dev, FileDevice(image) as device:
+        verdict = device.sanity_check()
+        assert verdict.health is Health.UNUSABLE
+        assert verdict.reason == f"file is attached to {dev}; use that device"

@@ -19,6 +19,8 @@ SYSTEM_PYTHON = "/usr/bin/python3"
 #: pages per read through an external reader
 CHUNK_PAGES = 256
 TOOL_TIMEOUT = 600
+#: pages compared per reader in this test session (reported by conftest.py)
+COMPARED: dict[str, int] = {"libkdumpfile": 0, "drgn": 0, "diskdump": 0}
 
 # runs in the system interpreter, where Debian's python3-libkdumpfile lives
 _LIBKDUMPFILE_SCRIPT = r"""
@@ -102,6 +104,7 @@ def libkdumpfile_compare(
     facts = json.loads(proc.stdout)
     pages = _compare_stream(out, source)
     out.unlink()
+    COMPARED["libkdumpfile"] += pages
     return pages, facts
 
 
@@ -142,6 +145,7 @@ def drgn_compare(path: Path, source: MemorySource, *, probe_excluded: int = -1) 
             pass
         else:
             raise AssertionError(f"drgn read excluded pfn {probe_excluded:#x}")
+    COMPARED["drgn"] += compared
     return compared
 
 

@@ -27,6 +27,7 @@ from diskdump.formats.kdump_read import KdumpFile, validate_kdump
 from diskdump.savecore.convert import convert
 from tests.builders.kernel import SyntheticKernel, build_kernel
 from tests.differential.readers import (
+    COMPARED,
     crash_osrelease,
     drgn_compare,
     first_excluded,
@@ -155,4 +156,5 @@ def test_we_read_makedumpfile_output(
             data = ours.read_pages(run.start_pfn, run.pages)
             assert data == kernel.source.read_pages(run.start_pfn, run.pages)
             compared += run.pages
+    COMPARED["diskdump"] += compared
     assert compared >= (16287 - 16 if level == 0 or name != "elf" else 1)

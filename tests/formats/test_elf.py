@@ -210,6 +210,24 @@ def test_page_size_from_vmcoreinfo_or_argument(memory: bytes) -> None:
     assert core.vmcoreinfo is None
 
 
+@pytest.mark.parametrize("text", [b"PAGESIZE=3000\n", b"PAGESIZE=512\n", b"PAGESIZE=4k\n"])
+def test_odd_vmcoreinfo_page_size_is_ignored(
+    memory: bytes, text: bytes, caplog: pytest.LogCaptureFixture
+) -> None:
+    notes = pack_note("VMCOREINFO", 0, text)
+    core = ElfVmcore.from_bytes(build_elfcore(segments_from(memory, RANGES), notes))
+    assert core.page_size == PAGE
+    assert "assuming 4096" in caplog.text
+
+
+def test_direct_map_base_needs_agreement(memory: bytes) -> None:
+    segs = [
+        Segment(0x100000, memory[0x100000:0x101000], vaddr=DIRECT_MAP + 0x100000),
+        Segment(0x200000, memory[0x200000:0x201000], vaddr=DIRECT_MAP + 0x201000),
+    ]
+    assert ElfVmcore.from_bytes(build_elfcore(segs, b"")).page_offset is None
+
+
 def test_is_elf_never_moves_or_raises(tmp_path: Path, memory: bytes) -> None:
     path = write_elfcore(tmp_path / "vmcore", segments_from(memory, RANGES), kernel_notes())
     with path.open("rb") as f:
@@ -296,7 +314,7 @@ def test_xnum_section_header_past_eof(memory: bytes) -> None:
 def test_segment_past_eof(memory: bytes) -> None:
     with pytest.raises(
         TruncatedError,
-        match=r"^program header 2 data run past the end of the file in field p_filesz at offset "
+        match=r"^program header 2 data runs past the end of the file in field p_filesz at offset "
         r"0xb0 on <memory>: expected 'end <= 0x3a0c00', got 'end 0x3a1c00 \(p_offset 0xa1c00\)'$",
     ):
         ElfVmcore.from_bytes(image_with(memory, segment_offset_shift=(1, 0x1000)))
@@ -305,7 +323,7 @@ def test_segment_past_eof(memory: bytes) -> None:
 def test_truncated_file_cuts_segment(memory: bytes, tmp_path: Path) -> None:
     path = tmp_path / "cut"
     path.write_bytes(image_with(memory)[:0x200000])
-    with pytest.raises(TruncatedError, match=r"program header 2 data run past the end .* on .*cut"):
+    with pytest.raises(TruncatedError, match=r"program header 2 data runs past the end .* on .*cut"):
         ElfVmcore.open(path)
 
 
@@ -329,7 +347,7 @@ def test_bad_note_size(memory: bytes) -> None:
 
 def test_note_segment_past_eof(memory: bytes) -> None:
     image = patch(image_with(memory), 64 + 8, "<Q", 0x3FFFFF)  # PT_NOTE p_offset
-    with pytest.raises(TruncatedError, match=r"program header 0 data run past the end"):
+    with pytest.raises(TruncatedError, match=r"program header 0 data runs past the end"):
         ElfVmcore.from_bytes(image)
 
 
@@ -478,7 +496,7 @@ def test_writer_pn_xnum() -> None:
     source = PatternSource(runs, notes=kernel_notes(page_size=512), page_size=512)
     out = io.BytesIO()
     write_elf(source, out)
-    core = ElfVmcore.from_bytes(out.getvalue())
+    core = ElfVmcore.from_bytes(out.getvalue(), page_size=512)
     assert core.header.e_phnum == PN_XNUM and core.header.e_shnum == 1
     sh = Elf64Shdr.unpack(out.getvalue()[core.header.e_shoff :][: Elf64Shdr.SIZE])
     assert (sh.sh_type, sh.sh_info, sh.sh_size) == (0, PN_XNUM + 1, 1)

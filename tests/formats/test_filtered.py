@@ -13,8 +13,12 @@ section block and vmemmap (struct pages) in RAM, reached through a direct map
     pfn  512 ..  519   anonymous compound page, order 3
     pfn 1024 .. 1151   free buddy block, order 7 (two whole mem_map pages)
     pfn 1280 .. 1535   section 5: not RAM, no mem_map
+    pfn 1890 .. 1892   page tables (pgd = init_top_pgt, pud, pmd): the direct map
+                       DIRECT + p -> p for the 8 MiB, in 2 MiB pages; phys_base 0
     pfn 1900           mem_section root array;  1901: section block
     pfn 1920 .. 1951   vmemmap: struct page of pfn p at VMEMMAP + 64 p
+
+Kernel-virtual reads go through the real page-table walk (formats/x86_64.py).
 """
 
 from __future__ import annotations
@@ -35,10 +39,10 @@ from diskdump.formats.filtered import (
     subtract_runs,
 )
 from diskdump.formats.memmap import SparseLayout, iter_mem_map
-from diskdump.formats.memsource import MemorySource, PfnRun, merge_runs, runs_page_count
+from diskdump.formats.memsource import PfnRun, merge_runs, runs_page_count
 from diskdump.formats.pagetypes import PageClass, PageLayout
 from diskdump.formats.vmcoreinfo import VmcoreInfo
-from tests.builders.kernel import InMemorySource
+from diskdump.formats.x86_64 import KernelMemory
 from tests.formats.test_pagetypes import KEYS_61, KEYS_612, Page, compound
 
 PAGE = 4096
@@ -47,26 +51,42 @@ PER_SECTION = 256
 HOLE_SECTION = 5
 DIRECT = 0xFFFF888000000000
 ROOT_PFN, BLOCK_PFN, VMEMMAP_PFN = 1900, 1901, 1920
+PGD_PFN, PUD_PFN, PMD_PFN = 1890, 1891, 1892
+START_KERNEL_MAP = 0xFFFFFFFF80000000
+#: _PAGE_PRESENT | _PAGE_RW, and _PAGE_PSE for a 2 MiB page at the pmd level
+PTE_TABLE, PTE_PSE = 0x3, 0x80
+HUGE = 2 << 20
 VMEMMAP = DIRECT + VMEMMAP_PFN * PAGE
 SIZE_MEM_SECTION = 32
 #: SECTION_MARKED_PRESENT | HAS_MEM_MAP | IS_ONLINE | IS_EARLY
 SECTION_FLAGS = 0xF
 
 
-class DirectMap:
-    """Kernel-virtual reads for the synthetic machine: vaddr = DIRECT + paddr."""
+class RamSource:
+    """A MemorySource over a bytearray: ``ram`` is RAM, ``data`` (default: all RAM) is held."""
 
-    def __init__(self, source: MemorySource) -> None:
-        self.source = source
+    def __init__(self, memory: bytearray, ram: list[PfnRun], data: list[PfnRun] | None) -> None:
+        self.memory = memory
+        self._ram = merge_runs(ram)
+        self._data = merge_runs(data) if data is not None else list(self._ram)
+        self.page_size = PAGE
+        self.notes = b""
+        self.incomplete = False
 
-    def virt_to_phys(self, vaddr: int) -> int:
-        return vaddr - DIRECT
+    @property
+    def max_pfn(self) -> int:
+        return self._ram[-1].end_pfn
 
-    def read_virt(self, vaddr: int, size: int) -> bytes:
-        paddr = self.virt_to_phys(vaddr)
-        first, last = paddr // PAGE, (paddr + size - 1) // PAGE
-        data = self.source.read_pages(first, last - first + 1)
-        return data[paddr - first * PAGE : paddr - first * PAGE + size]
+    def ram_runs(self) -> list[PfnRun]:
+        return self._ram
+
+    def data_runs(self) -> list[PfnRun]:
+        return self._data
+
+    def read_pages(self, pfn: int, count: int) -> bytes:
+        if runs_page_count(intersect_runs([PfnRun(pfn, pfn + count)], self._data)) != count:
+            raise ExcludedPageError("page not held", field="pfn", found=pfn)
+        return bytes(self.memory[pfn * PAGE : (pfn + count) * PAGE])
 
 
 def vmcoreinfo(kernel: str = "6.1", *, extreme: bool = True, **extra: object) -> VmcoreInfo:
@@ -79,6 +99,8 @@ def vmcoreinfo(kernel: str = "6.1", *, extreme: bool = True, **extra: object) ->
             "OFFSET(mem_section.section_mem_map)": 0,
             "NUMBER(SECTION_SIZE_BITS)": 20,
             "NUMBER(MAX_PHYSMEM_BITS)": 30,
+            "SYMBOL(init_top_pgt)": f"{START_KERNEL_MAP + PGD_PFN * PAGE:x}",
+            "NUMBER(phys_base)": 0,
         }
     )
     for key, value in extra.items():
@@ -109,7 +131,7 @@ ZERO_PFNS = (7, 8, 9, 200)
 
 def build_machine(
     kernel: str = "6.1", *, extreme: bool = True, data: list[PfnRun] | None = None
-) -> tuple[InMemorySource, VmcoreInfo]:
+) -> tuple[RamSource, VmcoreInfo]:
     info = vmcoreinfo(kernel, extreme=extreme)
     layout = PageLayout.from_vmcoreinfo(info)
     memory = bytearray(RAM_PAGES * PAGE)
@@ -130,14 +152,26 @@ def build_machine(
         struct.pack_into("<Q", memory, ROOT_PFN * PAGE, DIRECT + BLOCK_PFN * PAGE)
     else:
         memory[ROOT_PFN * PAGE : ROOT_PFN * PAGE + len(sections)] = sections
+    _map_direct(memory)
     hole = PfnRun(HOLE_SECTION * PER_SECTION, (HOLE_SECTION + 1) * PER_SECTION)
     ram = [PfnRun(0, hole.start_pfn), PfnRun(hole.end_pfn, RAM_PAGES)]
-    return InMemorySource(memory, ram, b"", data=data), info
+    return RamSource(memory, ram, data), info
+
+
+def _map_direct(memory: bytearray) -> None:
+    """4-level page tables mapping DIRECT + p -> p for all of RAM with 2 MiB pages."""
+    struct.pack_into("<Q", memory, PGD_PFN * PAGE + (DIRECT >> 39) % 512 * 8,
+                     PUD_PFN * PAGE | PTE_TABLE)  # fmt: skip
+    struct.pack_into("<Q", memory, PUD_PFN * PAGE + (DIRECT >> 30) % 512 * 8,
+                     PMD_PFN * PAGE | PTE_TABLE)  # fmt: skip
+    for index in range(RAM_PAGES * PAGE // HUGE):
+        struct.pack_into("<Q", memory, PMD_PFN * PAGE + index * 8,
+                         index * HUGE | PTE_TABLE | PTE_PSE)  # fmt: skip
 
 
 def kept(level: int, kernel: str = "6.1", **kw: object) -> list[PfnRun]:
     source, info = build_machine(kernel)
-    filtered = filter_source(source, level, info, kmem=DirectMap(source), **kw)  # type: ignore[arg-type]
+    filtered = filter_source(source, level, info, **kw)  # type: ignore[arg-type]
     return list(filtered.data_runs())
 
 
@@ -153,7 +187,7 @@ def test_mem_map_walk(extreme: bool) -> None:
     source, info = build_machine(extreme=extreme)
     sparse = SparseLayout.from_vmcoreinfo(info)
     assert sparse.extreme is extreme and sparse.pages_per_section == PER_SECTION
-    ranges = list(iter_mem_map(DirectMap(source), sparse, source.max_pfn))
+    ranges = list(iter_mem_map(KernelMemory(source, info), sparse, source.max_pfn))
     assert [(r.start_pfn, r.end_pfn) for r in ranges] == [
         (nr * 256, nr * 256 + 256) for nr in range(8) if nr != HOLE_SECTION
     ]
@@ -204,7 +238,7 @@ def test_levels_keep_what_they_should(kernel: str, level: int, expected: list[Pf
 
 def test_counts_and_zero_pages() -> None:
     source, info = build_machine()
-    filtered = filter_source(source, 31, info, kmem=DirectMap(source))
+    filtered = filter_source(source, 31, info)
     assert filtered.types.counts == {
         PageClass.FREE: 16 + 128,
         PageClass.CACHE: 5,
@@ -233,7 +267,7 @@ def test_unused_mem_map_needs_translation() -> None:
 
     class ReadOnly:
         def read_virt(self, vaddr: int, size: int) -> bytes:
-            return DirectMap(source).read_virt(vaddr, size)
+            return KernelMemory(source, info).read_virt(vaddr, size)
 
     with pytest.raises(TypeError, match="virt_to_phys"):
         find_type_exclusions(source, info, 16, ReadOnly(), exclude_unused_vmemmap=True)
@@ -241,7 +275,7 @@ def test_unused_mem_map_needs_translation() -> None:
 
 def test_reading_an_excluded_page_raises() -> None:
     source, info = build_machine()
-    filtered = filter_source(source, 31, info, kmem=DirectMap(source))
+    filtered = filter_source(source, 31, info)
     assert filtered.read_pages(10, 2) == source.read_pages(10, 2)
     with pytest.raises(
         ExcludedPageError,
@@ -259,7 +293,7 @@ def test_unreadable_struct_pages_keep_their_pages(caplog: pytest.LogCaptureFixtu
     data = subtract_runs(RAM, runs((VMEMMAP_PFN + 4, VMEMMAP_PFN + 5)))
     source, info = build_machine(data=data)
     with caplog.at_level(logging.WARNING):
-        filtered = filter_source(source, 30, info, kmem=DirectMap(source))
+        filtered = filter_source(source, 30, info)
     # struct pages are read a section (256 pfns) at a time: section 1 is kept whole
     assert filtered.types.unreadable_pages == PER_SECTION
     assert re.search(r"struct pages of pfns 0x100\+256 unreadable, kept", caplog.text)

@@ -178,6 +178,13 @@ records_strategy = st.lists(
 def test_index_matches_a_model(tmp_path_factory: pytest.TempPathFactory, records: list) -> None:
     tmp = tmp_path_factory.mktemp("flat")
     view = view_of(tmp, stream(records))
+    try:
+        check_model(view, records)
+    finally:
+        os.close(view.fd)
+
+
+def check_model(view: FlattenedView, records: list) -> None:
     size = max((off + len(data) for off, data in records), default=0)
     model = bytearray(size)
     covered = [False] * size

@@ -5,19 +5,23 @@ from __future__ import annotations
 
 import functools
 import hashlib
+from collections.abc import Sequence
 from pathlib import Path
 
 from diskdump.devices.base import BlockIO, DumpDevice
 from diskdump.devices.memory import MemoryDevice
 from diskdump.formats.dumpimage import DumpImage, open_dump
-from diskdump.formats.memsource import MemorySource
+from diskdump.formats.memsource import MemorySource, PfnRun, merge_runs
 from diskdump.formats.partition import PartitionLabel
+from diskdump.panic.layout import kernel_image_pfns
 from diskdump.panic.source import SystemState, collect_state
 from diskdump.panic.writer import WriterSettings
 from diskdump.partition.ops import format_device
 from tests.builders.elfcore import segments_from_source, write_elfcore
 from tests.builders.kernel import SyntheticKernel, build_kernel
 
+#: page size of the synthetic kernel
+PAGE = 4096
 #: blocks of a device that takes a whole 64 MiB synthetic kernel with room to spare
 ROOMY_BLOCKS = 20000
 
@@ -83,3 +87,40 @@ def write_vmcore(path: Path, ram_mib: int = 64) -> Path:
     """The synthetic kernel as an ELF vmcore file, as /proc/vmcore would show it."""
     src = kernel(ram_mib).source
     return write_elfcore(path, segments_from_source(src), src.notes)
+
+
+class SubsetSource:
+    """A real MemorySource restricted to some pfn runs (a filtered view, as makedumpfile -d
+    leaves): keeps tests that write many dumps small. Reads outside raise like the source."""
+
+    def __init__(self, source: MemorySource, keep: list[PfnRun]) -> None:
+        self.source = source
+        self._data = merge_runs(
+            [
+                PfnRun(max(r.start_pfn, k.start_pfn), min(r.end_pfn, k.end_pfn))
+                for r in source.data_runs()
+                for k in keep
+                if max(r.start_pfn, k.start_pfn) < min(r.end_pfn, k.end_pfn)
+            ]
+        )
+        self.page_size = source.page_size
+        self.max_pfn = source.max_pfn
+        self.notes = source.notes
+        self.incomplete = source.incomplete
+
+    def ram_runs(self) -> Sequence[PfnRun]:
+        return self.source.ram_runs()
+
+    def data_runs(self) -> Sequence[PfnRun]:
+        return self._data
+
+    def read_pages(self, pfn: int, count: int) -> bytes:
+        return self.source.read_pages(pfn, count)
+
+
+def small_source(mib: int = 6) -> SubsetSource:
+    """The synthetic kernel's image plus its first ``mib`` MiB of RAM."""
+    k = kernel()
+    image = kernel_image_pfns(k.vmcoreinfo, PAGE)
+    assert image is not None
+    return SubsetSource(k.source, [PfnRun(0, (mib << 20) // PAGE), image])

@@ -180,6 +180,8 @@ def test_too_small_and_unusable_devices_are_refused() -> None:
         format_device(MemoryDevice(100, name="tiny"))
     with pytest.raises(DeviceTooSmallError, match=r"too small for the reserve"):
         format_device(MemoryDevice(400, name="m"), reserve_blocks=390)
+    with pytest.raises(ValueError, match=r"reserve_blocks must be >= 256, got 10"):
+        format_device(MemoryDevice(400, name="m"), reserve_blocks=10)
 
     class Mounted(MemoryDevice):
         def sanity_check(self) -> SanityResult:

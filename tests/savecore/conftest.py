@@ -43,12 +43,12 @@ DumpFactory = Callable[..., Path]
 def dumped(tmp_path: Path, small_kernel: SyntheticKernel) -> DumpFactory:
     """``dumped(name="dev0.img", knobs=Knobs(...), **write_dump_kwargs)`` -> image path."""
 
-    def make(name: str = "dev0.img", knobs: Knobs = Knobs(), **kwargs: Any) -> Path:
+    def make(name: str = "dev0.img", knobs: Knobs | None = None, **kwargs: Any) -> Path:
         path = tmp_path / name
         label = make_image(path)
         kwargs.setdefault("kernel_log", small_kernel.expected_dmesg)
         with open_device(path, writable=True) as device:
-            write_dump(device, label, small_kernel.source, knobs=knobs, **kwargs)
+            write_dump(device, label, small_kernel.source, knobs=knobs or Knobs(), **kwargs)
         return path
 
     return make

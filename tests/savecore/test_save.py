@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import stat
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -31,12 +33,12 @@ from diskdump.savecore.save import (
     save_name,
 )
 from tests.builders.kernel import SyntheticKernel
+from tests.conftest import need_root
 from tests.savecore.conftest import (
     DumpFactory,
     device_state,
     digest,
     info_of,
-    make_image,
     saves,
 )
 from tests.savecore.dumpbuilder import Knobs
@@ -190,9 +192,7 @@ def test_unformatted_and_missing_devices_fail_but_others_are_saved(
     assert "no diskdump partition label" in str(reports[0].error)
 
 
-def test_two_devices_with_dumps_from_the_same_second(
-    dumped: DumpFactory, crash_dir: Path
-) -> None:
+def test_two_devices_with_dumps_from_the_same_second(dumped: DumpFactory, crash_dir: Path) -> None:
     first, second = dumped("a.img"), dumped("b.img")
     reports = _run(crash_dir, first, second)
     assert [r.directory for r in reports] == [
@@ -246,3 +246,25 @@ def test_json_report_shape(dumped: DumpFactory, crash_dir: Path) -> None:
     data = json.loads(json.dumps(report.to_dict()))
     assert data["outcome"] == "saved" and data["reinitialised"] is True
     assert data["directory"] == report.directory and data["vmcore_size"] > 0
+
+
+def test_full_crash_filesystem_refuses_and_keeps_the_dump(
+    dumped: DumpFactory, tmp_path: Path
+) -> None:
+    need_root()
+    image = dumped()
+    before = digest(image)
+    crash = tmp_path / "tiny"
+    crash.mkdir()
+    mount = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m,mode=0700", "tmpfs",
+                            str(crash)], capture_output=True, text=True)  # fmt: skip
+    assert mount.returncode == 0, mount.stderr
+    try:
+        (report,) = _run(crash, image)
+        assert isinstance(report.error, InsufficientSpaceError), report
+        assert re.search(r"saving would cross the free-space reserve on .*tiny: expected "
+                         r"'\d+ bytes to write \+ 0 bytes reserve", str(report.error))  # fmt: skip
+        assert sorted(p.name for p in crash.iterdir()) == [".lock"]
+    finally:
+        subprocess.run(["umount", str(crash)], check=True)
+    assert digest(image) == before

@@ -117,7 +117,8 @@ def test_group_or_world_writable_directory_is_refused(crash: Path, mode: int) ->
     crash.chmod(mode)
     with pytest.raises(
         UnsafeOutputError,
-        match=r"crash directory is writable by group or others in field mode .*got '0o1?7[0-7][0-7]'",
+        match=r"crash directory is writable by group or others in field mode "
+        r".*got '0o1?7[0-7][0-7]'",
     ):
         CrashDirectory(str(crash), NO_RESERVE)
     assert not (crash / ".lock").exists()
@@ -167,16 +168,16 @@ def test_existing_names_are_never_replaced(crash: Path) -> None:
         (crash / "other").mkdir()
         with pytest.raises(OutputExistsError, match=r"save directory already exists on .*: got"):
             cd.rename_new("missing", "other")
-        with pytest.raises(OutputExistsError, match=r"output file already exists on .*vmcore$"):
-            with cd.begin("h") as part:
-                part.write_file("vmcore", b"1")
-                part.write_file("vmcore", b"2")
+        exists = pytest.raises(OutputExistsError, match=r"output file already exists on .*vmcore$")
+        with exists, cd.begin("h") as part:
+            part.write_file("vmcore", b"1")
+            part.write_file("vmcore", b"2")
 
 
 def test_second_savecore_is_locked_out(crash: Path) -> None:
-    with CrashDirectory(str(crash), NO_RESERVE):
-        with pytest.raises(SaveError, match=r"another savecore is running .* on .*crash$"):
-            CrashDirectory(str(crash), NO_RESERVE)
+    locked = pytest.raises(SaveError, match=r"another savecore is running .* on .*crash$")
+    with CrashDirectory(str(crash), NO_RESERVE), locked:
+        CrashDirectory(str(crash), NO_RESERVE)
     with CrashDirectory(str(crash), NO_RESERVE):
         pass
 
@@ -207,17 +208,21 @@ def test_max_dumps_zero_keeps_everything(crash: Path) -> None:
 
 
 def test_estimate_crossing_the_reserve_is_refused(crash: Path) -> None:
-    with CrashDirectory(str(crash), StorePolicy(min_free=1 << 60)) as cd:
-        with pytest.raises(
+    with (
+        CrashDirectory(str(crash), StorePolicy(min_free=1 << 60)) as cd,
+        pytest.raises(
             InsufficientSpaceError,
             match=r"saving would cross the free-space reserve on .*crash: expected '4096 bytes "
             r"to write \+ 1152921504606846976 bytes reserve = \d+', got '\d+ bytes available'",
-        ):
-            cd.check_space(4096)
+        ),
+    ):
+        cd.check_space(4096)
 
 
 @given(info=st.dictionaries(st.text(min_size=1), st.one_of(st.integers(), st.text(), st.none())))
-@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 def test_info_json_round_trips(crash: Path, info: dict[str, object]) -> None:
     with CrashDirectory(str(crash), NO_RESERVE) as cd:
         with cd.begin("rt") as part:
@@ -249,24 +254,53 @@ def test_reserve_checked_again_while_writing_on_a_small_filesystem(tmp_path: Pat
         policy = StorePolicy(min_free=4 << 20, max_dumps=0)
         with CrashDirectory(str(crash), policy) as cd:
             cd.check_space(1 << 20)  # the estimate says 1 MiB: fits
-            with pytest.raises(
-                InsufficientSpaceError, match=r"cross the free-space reserve on .*vmcore: expected"
+            with (
+                pytest.raises(
+                    InsufficientSpaceError,
+                    match=r"cross the free-space reserve on .*vmcore: expected",
+                ),
+                cd.begin("h") as part,
+                part.create("vmcore") as out,
             ):
-                with cd.begin("h") as part, part.create("vmcore") as out:
-                    for _ in range(64):
-                        out.write(b"\xaa" * (1 << 20))
+                for _ in range(64):
+                    out.write(b"\xaa" * (1 << 20))
             assert cd.saves() == []
         assert sorted(p.name for p in crash.iterdir()) == [".lock"]
 
 
 def test_full_filesystem_is_reported_and_cleaned_up(tmp_path: Path) -> None:
     with _tmpfs(tmp_path / "tiny", "2m") as crash:
-        with CrashDirectory(str(crash), NO_RESERVE) as cd:
-            with pytest.raises(
-                InsufficientSpaceError, match=r"filesystem full while saving \(No space left"
+        full = pytest.raises(
+            InsufficientSpaceError, match=r"filesystem full while saving \(No space left"
+        )
+        # small writes: the first fits, the filesystem fills before the next re-check
+        with (
+            CrashDirectory(str(crash), NO_RESERVE) as cd,
+            full,
+            cd.begin("h") as part,
+            part.create("vmcore") as out,
+        ):
+            for _ in range(64):
+                out.write(b"\x55" * (64 << 10))
+        assert sorted(p.name for p in crash.iterdir()) == [".lock"]
+
+
+def test_pwrite_writers_are_stopped_by_the_progress_guard(tmp_path: Path) -> None:
+    with _tmpfs(tmp_path / "small", "16m") as crash:
+        with CrashDirectory(str(crash), StorePolicy(min_free=8 << 20, max_dumps=0)) as cd:
+            seen: list[tuple[int, int]] = []
+            with (
+                pytest.raises(
+                    InsufficientSpaceError,
+                    match=r"cross the free-space reserve on .*\.h\.partial: ",
+                ),
+                cd.begin("h") as part,
+                part.create("vmcore") as out,
             ):
-                # small writes: the first fits, the filesystem fills before the next re-check
-                with cd.begin("h") as part, part.create("vmcore") as out:
-                    for _ in range(64):
-                        out.write(b"\x55" * (64 << 10))
+                guard = part.guard_progress(lambda done, total: seen.append((done, total)))
+                step = 1 << 20
+                for i in range(16):  # a pwrite writer, as the kdump writer is
+                    os.pwrite(out.fileno(), b"\x11" * step, i * step)
+                    guard((i + 1) * step, 16 * step)
+            assert seen and seen[-1][0] < 16 << 20  # stopped before the end
         assert sorted(p.name for p in crash.iterdir()) == [".lock"]

@@ -59,7 +59,8 @@ def makedumpfile_input(dumps: QmpVmcores) -> Path:
     source_mtime = dumps.elf.stat().st_mtime
     if not out.is_file() or out.stat().st_mtime < source_mtime:
         tmp = out.with_suffix(f".tmp{os.getpid()}")
-        with ElfVmcore.open(dumps.elf) as source, open(tmp, "wb") as f:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)  # it is guest memory
+        with ElfVmcore.open(dumps.elf) as source, os.fdopen(fd, "wb") as f:
             write_elf(source, f)
         tmp.rename(out)
     return out

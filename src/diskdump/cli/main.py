@@ -96,6 +96,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except DiskdumpError as err:
         _report(err, args.debug)
         return ExitCode.FAILURE
+    except OSError as err:  # a missing or unreadable PATH: a message, not a traceback
+        if args.debug:
+            traceback.print_exc()
+        print_error(str(err))
+        return ExitCode.FAILURE
     except KeyboardInterrupt:
         print_error("interrupted")
         return ExitCode.INTERRUPTED

@@ -69,7 +69,7 @@ from diskdump.formats.memsource import (
     merge_runs,
     runs_page_count,
 )
-from diskdump.formats.notes import NOTE_ALIGN, iter_notes
+from diskdump.formats.notes import NOTE_ALIGN, VMCOREINFO_NOTE_NAME, iter_notes
 from diskdump.formats.vmcoreinfo import VmcoreInfo
 
 __all__ = [
@@ -103,6 +103,9 @@ EM_X86_64 = 62
 PN_XNUM = 0xFFFF
 #: byte offsets in e_ident
 EI_CLASS, EI_DATA, EI_VERSION = 4, 5, 6
+#: byte offsets of Elf64_Ehdr fields named in error messages (gABI layout, see _EHDR)
+E_TYPE_OFFSET, E_MACHINE_OFFSET, E_SHOFF_OFFSET = 16, 18, 40
+E_PHENTSIZE_OFFSET, E_PHNUM_OFFSET = 54, 56
 #: x86_64 ``__START_KERNEL_map``: the kernel-text mapping (arch/x86/include/asm/page_64_types.h)
 X86_64_KERNEL_TEXT_BASE = 0xFFFFFFFF80000000
 #: lowest kernel-half address of x86_64 (4-level paging): direct maps live above it
@@ -111,6 +114,8 @@ X86_64_KERNEL_HALF = 0xFFFF800000000000
 NO_ADDRESS = 0xFFFFFFFFFFFFFFFF
 #: x86_64 page size, used when the notes carry no VMCOREINFO PAGESIZE
 DEFAULT_PAGE_SIZE = 4096
+#: page sizes any Linux architecture uses (4 KiB .. 256 KiB); others in VMCOREINFO are ignored
+MIN_PAGE_SIZE, MAX_PAGE_SIZE = 4096, 256 * 1024
 #: pages per read_pages call in the writer (1 MiB of 4 KiB pages): bounds its memory
 WRITE_BATCH_PAGES = 256
 #: program headers packed per write in the writer
@@ -386,7 +391,7 @@ def _check_ehdr(ehdr: Elf64Ehdr, path: str) -> None:
         (ident[EI_CLASS], ELFCLASS64, "EI_CLASS", EI_CLASS, "elf class is not 64-bit"),
         (ident[EI_DATA], ELFDATA2LSB, "EI_DATA", EI_DATA, "elf data is not little endian"),
         (ident[EI_VERSION], EV_CURRENT, "EI_VERSION", EI_VERSION, "elf version is not current"),
-        (ehdr.e_machine, EM_X86_64, "e_machine", 18, "elf machine is not x86_64"),
+        (ehdr.e_machine, EM_X86_64, "e_machine", E_MACHINE_OFFSET, "elf machine is not x86_64"),
     )
     for found, expected, field, offset, what in checks:
         if found != expected:
@@ -395,12 +400,12 @@ def _check_ehdr(ehdr: Elf64Ehdr, path: str) -> None:
             )
     if ehdr.e_type != ET_CORE:
         raise NotThisFormatError(
-            "elf file is not a core dump", path=path, offset=16, field="e_type",
+            "elf file is not a core dump", path=path, offset=E_TYPE_OFFSET, field="e_type",
             expected=ET_CORE, found=ehdr.e_type,
         )  # fmt: skip
     if ehdr.e_phentsize != Elf64Phdr.SIZE:
         raise CorruptDataError(
-            "bad program header size", path=path, offset=54, field="e_phentsize",
+            "bad program header size", path=path, offset=E_PHENTSIZE_OFFSET, field="e_phentsize",
             expected=Elf64Phdr.SIZE, found=ehdr.e_phentsize,
         )  # fmt: skip
 
@@ -412,14 +417,14 @@ def _program_header_count(ehdr: Elf64Ehdr, backing: _Backing) -> int:
         if ehdr.e_shoff == 0 or ehdr.e_shentsize < Elf64Shdr.SIZE:
             raise CorruptDataError(
                 "e_phnum is PN_XNUM but there is no section header 0", path=backing.path,
-                offset=0x28, field="e_shoff", found=ehdr.e_shoff,
+                offset=E_SHOFF_OFFSET, field="e_shoff", found=ehdr.e_shoff,
             )  # fmt: skip
         raw = backing.read(ehdr.e_shoff, Elf64Shdr.SIZE, "section header 0")
         phnum = Elf64Shdr.unpack(raw).sh_info
         log.debug("%s: extended numbering, %d program headers", backing.path, phnum)
     if phnum == 0:
         raise CorruptDataError(
-            "elf core has no program headers", path=backing.path, offset=0x38,
+            "elf core has no program headers", path=backing.path, offset=E_PHNUM_OFFSET,
             field="e_phnum", found=phnum,
         )  # fmt: skip
     return phnum
@@ -455,7 +460,7 @@ def _check_segment(ph: Elf64Phdr, index: int, phoff: int, backing: _Backing, cla
         log.warning("%s: incomplete dump, segment %d cut at %#x", backing.path, index, held)
         return held
     raise TruncatedError(
-        f"program header {index} data run past the end of the file", path=backing.path,
+        f"program header {index} data runs past the end of the file", path=backing.path,
         offset=where, field="p_filesz",
         expected=f"end <= {backing.size:#x}", found=f"end {end:#x} (p_offset {ph.p_offset:#x})",
     )  # fmt: skip
@@ -477,12 +482,17 @@ def _read_notes(phdrs: Sequence[Elf64Phdr], backing: _Backing) -> bytes:
 
 
 def _vmcoreinfo_page_size(notes: bytes, path: str) -> int:
+    """VMCOREINFO's PAGESIZE when it is a sane power of two, else the x86_64 default."""
     for note in iter_notes(notes):
-        if note.name == "VMCOREINFO":
+        if note.name == VMCOREINFO_NOTE_NAME:
             try:
-                return VmcoreInfo.unpack(note.desc).page_size
+                size = VmcoreInfo.unpack(note.desc).page_size
             except DiskdumpError as err:
                 log.warning("%s: %s; assuming %d-byte pages", path, err, DEFAULT_PAGE_SIZE)
+                break
+            if MIN_PAGE_SIZE <= size <= MAX_PAGE_SIZE and size & (size - 1) == 0:
+                return size
+            log.warning("%s: odd PAGESIZE %d; assuming %d", path, size, DEFAULT_PAGE_SIZE)
             break
     return DEFAULT_PAGE_SIZE
 
@@ -616,7 +626,7 @@ class ElfVmcore:
     def vmcoreinfo(self) -> VmcoreInfo | None:
         """The VMCOREINFO note, parsed, or None when the dump has none (QEMU without it)."""
         for note in iter_notes(self._notes):
-            if note.name == "VMCOREINFO":
+            if note.name == VMCOREINFO_NOTE_NAME:
                 return VmcoreInfo.unpack(note.desc)
         return None
 

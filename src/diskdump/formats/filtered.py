@@ -182,14 +182,33 @@ def find_type_exclusions(
     """
     rules = Rules.for_level(PageLayout.from_vmcoreinfo(info), level)
     sparse = SparseLayout.from_vmcoreinfo(info)
-    classify = pick_classifier(use_numpy)
     ram = list(source.ram_runs())
-    total = runs_page_count(ram)
+    mem_maps = list(iter_mem_map(kmem, sparse, source.max_pfn))
+    out = _walk(kmem, rules, mem_maps, ram, pick_classifier(use_numpy), progress)
+    if exclude_unused_vmemmap:
+        if not isinstance(kmem, VirtualTranslator):
+            raise TypeError("exclude_unused_vmemmap needs a reader with virt_to_phys")
+        size = rules.layout.struct_size
+        unused = _unused_vmemmap(kmem, mem_maps, out.runs, source.page_size, size)
+        out.counts[PageClass.UNUSED_VMEMMAP] = runs_page_count(unused)
+        out.runs = merge_runs([*out.runs, *unused])
+    return out
+
+
+def _walk(
+    kmem: VirtualReader,
+    rules: Rules,
+    mem_maps: Sequence[MemMapRange],
+    ram: Sequence[PfnRun],
+    classify: Classifier,
+    progress: Progress | None,
+) -> TypeExclusions:
+    """Classify the struct pages of every RAM pfn, block by block, in pfn order."""
     out = TypeExclusions()
     found: list[PfnRun] = []
+    total = runs_page_count(ram)
     skip_until = 0
     size = rules.layout.struct_size
-    mem_maps = list(iter_mem_map(kmem, sparse, source.max_pfn))
     for mm in mem_maps:
         for pfn, count in _iter_blocks(mm, ram):
             try:
@@ -207,12 +226,6 @@ def find_type_exclusions(
             if progress is not None:
                 progress(out.classified_pages + out.unreadable_pages, total)
     out.runs = intersect_runs(merge_runs(found), ram)
-    if exclude_unused_vmemmap:
-        if not isinstance(kmem, VirtualTranslator):
-            raise TypeError("exclude_unused_vmemmap needs a reader with virt_to_phys")
-        unused = _unused_vmemmap(kmem, mem_maps, out.runs, source.page_size, size)
-        out.counts[PageClass.UNUSED_VMEMMAP] = runs_page_count(unused)
-        out.runs = merge_runs([*out.runs, *unused])
     return out
 
 

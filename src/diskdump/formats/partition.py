@@ -59,7 +59,7 @@ import time
 import uuid as uuid_mod
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from diskdump._binary import checksum32
 from diskdump.errors import (
@@ -119,6 +119,22 @@ MIN_DATA_BLOCKS = 16
 FILL_DOMAIN = b"diskdump partition fill v1\0"
 
 _LABEL_STRUCT = struct.Struct("<8sII16sIIQQQII52sI")
+#: the label's fields in on-disk order, as _LABEL_STRUCT unpacks them
+_LABEL_FIELDS = (
+    "magic",
+    "version",
+    "label_size",
+    "uuid",
+    "block_size",
+    "pattern_period_blocks",
+    "block_count",
+    "reserve_blocks",
+    "format_time",
+    "pattern_kind",
+    "copy",
+    "reserved",
+    "checksum",
+)
 _CHECKSUM_OFFSET = LABEL_SIZE - 4
 assert _LABEL_STRUCT.size == LABEL_SIZE
 assert len(BLOCK_SIGNATURE) + 16 + 8 == BLOCK_HEADER_SIZE
@@ -245,70 +261,19 @@ class PartitionLabel:
                 found=f"{len(buf)} bytes",
             )
         raw = bytes(buf[:LABEL_SIZE])
-        (
-            magic,
-            version,
-            label_size,
-            uuid_bytes,
-            block_size,
-            period,
-            block_count,
-            reserve,
-            format_time,
-            kind,
-            copy,
-            reserved,
-            crc,
-        ) = _LABEL_STRUCT.unpack(raw)
-        if magic != LABEL_MAGIC:
-            raise BadMagicError(
-                "no diskdump partition label",
-                field="magic",
-                offset=offset,
-                expected=LABEL_MAGIC,
-                found=magic,
-                device=device,
-            )
-        if version != LABEL_VERSION or label_size != LABEL_SIZE:
-            raise UnsupportedVersionError(
-                "unsupported partition label version",
-                field="version",
-                offset=offset + 8,
-                expected=LABEL_VERSION,
-                found=version,
-                device=device,
-            )
-        actual = checksum32(raw[:_CHECKSUM_OFFSET])
-        if actual != crc:
-            raise ChecksumError(
-                "partition label checksum mismatch",
-                field="checksum",
-                offset=offset + _CHECKSUM_OFFSET,
-                expected=actual,
-                found=crc,
-                device=device,
-            )
-        for name, value, known in (("pattern_kind", kind, _KINDS), ("copy", copy, _COPIES)):
-            if value not in known:
-                raise CorruptDataError(
-                    "impossible partition label value",
-                    field=name,
-                    device=device,
-                    offset=offset,
-                    expected=sorted(known),
-                    found=value,
-                )
+        fields = dict(zip(_LABEL_FIELDS, _LABEL_STRUCT.unpack(raw), strict=True))
+        _check_envelope(raw, fields, device=device, offset=offset)
         label = cls(
-            uuid=uuid_mod.UUID(bytes=uuid_bytes),
-            block_count=block_count,
-            reserve_blocks=reserve,
-            format_time=format_time,
-            block_size=block_size,
-            pattern_period_blocks=period,
-            pattern_kind=PatternKind(kind),
-            copy=LabelCopy(copy),
-            version=version,
-            _reserved=reserved,
+            uuid=uuid_mod.UUID(bytes=fields["uuid"]),
+            block_count=fields["block_count"],
+            reserve_blocks=fields["reserve_blocks"],
+            format_time=fields["format_time"],
+            block_size=fields["block_size"],
+            pattern_period_blocks=fields["pattern_period_blocks"],
+            pattern_kind=PatternKind(fields["pattern_kind"]),
+            copy=LabelCopy(fields["copy"]),
+            version=fields["version"],
+            _reserved=fields["reserved"],
         )
         label.validate(device=device, offset=offset)
         return label
@@ -349,6 +314,48 @@ class PartitionLabel:
                     expected=expected,
                     found=found,
                 )
+
+
+def _check_envelope(raw: bytes, fields: dict[str, Any], *, device: str | None, offset: int) -> None:
+    """Magic, version, checksum and the enumerated fields, in that order."""
+    if fields["magic"] != LABEL_MAGIC:
+        raise BadMagicError(
+            "no diskdump partition label",
+            field="magic",
+            offset=offset,
+            expected=LABEL_MAGIC,
+            found=fields["magic"],
+            device=device,
+        )
+    if fields["version"] != LABEL_VERSION or fields["label_size"] != LABEL_SIZE:
+        raise UnsupportedVersionError(
+            "unsupported partition label version",
+            field="version",
+            offset=offset + 8,
+            expected=LABEL_VERSION,
+            found=fields["version"],
+            device=device,
+        )
+    actual = checksum32(raw[:_CHECKSUM_OFFSET])
+    if actual != fields["checksum"]:
+        raise ChecksumError(
+            "partition label checksum mismatch",
+            field="checksum",
+            offset=offset + _CHECKSUM_OFFSET,
+            expected=actual,
+            found=fields["checksum"],
+            device=device,
+        )
+    for name, known in (("pattern_kind", _KINDS), ("copy", _COPIES)):
+        if fields[name] not in known:
+            raise CorruptDataError(
+                "impossible partition label value",
+                field=name,
+                device=device,
+                offset=offset,
+                expected=sorted(known),
+                found=fields[name],
+            )
 
 
 assert PartitionLabel.SIZE == LABEL_SIZE

@@ -67,8 +67,8 @@ _FAILED_LPOS = 0x1
 _BLOCK_ID_SIZE = 8
 #: LOG_BUF_LEN_MAX in kernel/printk/printk.c: the ring is never larger than 2 GiB
 _MAX_SIZE_BITS = 31
-#: count_bits = size_bits - PRB_AVGBITS (5); keep a margin above it
-_MAX_COUNT_BITS = _MAX_SIZE_BITS
+#: no printk structure is anywhere near a page; a larger SIZE() is corrupt VMCOREINFO
+_MAX_STRUCT_SIZE = 4096
 #: caller_id bit 31 set: the id is a CPU number (kernel/printk/printk.c printk_caller_id)
 _CALLER_CPU = 0x80000000
 #: makedumpfile's PID_CHARS_DEFAULT: the caller id is right-aligned in 8 columns
@@ -164,32 +164,70 @@ def iter_printk_records(kmem: KernelMemory, vmcoreinfo: VmcoreInfo) -> Iterator[
         )
 
 
+@dataclass(frozen=True, slots=True)
+class _RecordLayout:
+    """Offsets of the fields read per record, checked against their structures' sizes."""
+
+    desc_size: int
+    state_var: int
+    begin: int
+    next: int
+    info_size: int
+    seq: int
+    ts_nsec: int
+    text_len: int
+    caller_id: int | None
+
+    @classmethod
+    def from_vmcoreinfo(cls, info: VmcoreInfo) -> _RecordLayout:
+        desc_size = _struct_size(info, "prb_desc")
+        info_size = _struct_size(info, "printk_info")
+        lpos = info.offset("prb_desc.text_blk_lpos")
+        has_caller = "OFFSET(printk_info.caller_id)" in info
+        return cls(
+            desc_size=desc_size,
+            state_var=_member(info, desc_size, "prb_desc.state_var", 8),
+            begin=_member(info, desc_size, "prb_data_blk_lpos.begin", 8, lpos),
+            next=_member(info, desc_size, "prb_data_blk_lpos.next", 8, lpos),
+            info_size=info_size,
+            seq=_member(info, info_size, "printk_info.seq", 8),
+            ts_nsec=_member(info, info_size, "printk_info.ts_nsec", 8),
+            # text_len u16, then facility u8 and flags:5 level:3 u8 (not exported)
+            text_len=_member(info, info_size, "printk_info.text_len", 4),
+            caller_id=_member(info, info_size, "printk_info.caller_id", 4) if has_caller else None,
+        )
+
+
 class _LocklessRing:
     """The ring's geometry and arrays, read once; records decoded on demand."""
 
     def __init__(self, kmem: KernelMemory, info: VmcoreInfo) -> None:
-        self.info = info
+        self.layout = _RecordLayout.from_vmcoreinfo(info)
         ring = kmem.read_u64(info.symbol("prb"))
-        rb = kmem.read_virt(ring, info.size("printk_ringbuffer"))
+        rb_size = _struct_size(info, "printk_ringbuffer")
+        rb = kmem.read_virt(ring, rb_size)
         desc_ring = info.offset("printk_ringbuffer.desc_ring")
         data_ring = info.offset("printk_ringbuffer.text_data_ring")
         counter = info.offset("atomic_long_t.counter")
-        count_bits = _u32(rb, desc_ring + info.offset("prb_desc_ring.count_bits"))
-        size_bits = _u32(rb, data_ring + info.offset("prb_data_ring.size_bits"))
-        _check_bits("prb_desc_ring.count_bits", count_bits, _MAX_COUNT_BITS, ring)
-        _check_bits("prb_data_ring.size_bits", size_bits, _MAX_SIZE_BITS, ring)
-        self.count, self.size = 1 << count_bits, 1 << size_bits
-        self.size_bits = size_bits
-        self.head_id = _u64(rb, desc_ring + info.offset("prb_desc_ring.head_id") + counter)
-        self.tail_id = _u64(rb, desc_ring + info.offset("prb_desc_ring.tail_id") + counter)
-        self.desc_size = info.size("prb_desc")
-        self.info_size = info.size("printk_info")
-        descs = _u64(rb, desc_ring + info.offset("prb_desc_ring.descs"))
-        infos = _u64(rb, desc_ring + info.offset("prb_desc_ring.infos"))
-        data = _u64(rb, data_ring + info.offset("prb_data_ring.data"))
+
+        def field(member: str, width: int, base: int, extra: int = 0) -> int:
+            at = _member(info, rb_size, member, width + extra, base) + extra
+            return int.from_bytes(rb[at : at + width], "little")
+
+        count_bits = field("prb_desc_ring.count_bits", 4, desc_ring)
+        size_bits = field("prb_data_ring.size_bits", 4, data_ring)
+        ram_size = kmem.source.max_pfn * kmem.page_size
+        _check_bits("prb_desc_ring.count_bits", count_bits, self.layout.info_size, ring, ram_size)
+        _check_bits("prb_data_ring.size_bits", size_bits, 1, ring, ram_size)
+        self.count, self.size, self.size_bits = 1 << count_bits, 1 << size_bits, size_bits
+        self.head_id = field("prb_desc_ring.head_id", 8, desc_ring, counter)
+        self.tail_id = field("prb_desc_ring.tail_id", 8, desc_ring, counter)
+        descs = field("prb_desc_ring.descs", 8, desc_ring)
+        infos = field("prb_desc_ring.infos", 8, desc_ring)
+        data = field("prb_data_ring.data", 8, data_ring)
         log.debug("printk ring at %#x: %d descriptors, %d text bytes", ring, self.count, self.size)
-        self.descs = kmem.read_virt(descs, self.count * self.desc_size)
-        self.infos = kmem.read_virt(infos, self.count * self.info_size)
+        self.descs = kmem.read_virt(descs, self.count * self.layout.desc_size)
+        self.infos = kmem.read_virt(infos, self.count * self.layout.info_size)
         self.data = kmem.read_virt(data, self.size)
 
     def records(self) -> Iterator[PrintkRecord]:
@@ -208,34 +246,26 @@ class _LocklessRing:
                 yield record
 
     def _record(self, rid: int) -> PrintkRecord | None:
-        info = self.info
-        desc = (rid % self.count) * self.desc_size
-        state_var = _u64(self.descs, desc + info.offset("prb_desc.state_var"))
+        lay = self.layout
+        desc = (rid % self.count) * lay.desc_size
+        state_var = _u64(self.descs, desc + lay.state_var)
         state = state_var >> _DESC_FLAGS_SHIFT
         if state_var & _DESC_ID_MASK != rid or state not in (_State.COMMITTED, _State.FINALIZED):
             return None  # reused slot, or a writer had not committed
-        lpos = desc + info.offset("prb_desc.text_blk_lpos")
-        begin = _u64(self.descs, lpos + info.offset("prb_data_blk_lpos.begin"))
-        next_lpos = _u64(self.descs, lpos + info.offset("prb_data_blk_lpos.next"))
+        begin, next_lpos = _u64(self.descs, desc + lay.begin), _u64(self.descs, desc + lay.next)
         text, flags = self._text(rid, begin, next_lpos)
-        inf = (rid % self.count) * self.info_size
-        text_len_at = inf + info.offset("printk_info.text_len")
-        text_len = struct.unpack_from("<H", self.infos, text_len_at)[0]
+        inf = (rid % self.count) * lay.info_size
+        text_len, facility, level_flags = struct.unpack_from("<HBB", self.infos, inf + lay.text_len)
         if len(text) > text_len:
             text = text[:text_len]
         elif flags == RecordFlag.NONE and text_len > len(text):
             flags = RecordFlag.TRUNCATED
-        # facility and flags:5/level:3 follow text_len (struct printk_info, not exported)
-        facility, level_flags = self.infos[text_len_at + 2], self.infos[text_len_at + 3]
-        caller = None
-        if "OFFSET(printk_info.caller_id)" in info:
-            caller = _u32(self.infos, inf + info.offset("printk_info.caller_id"))
         return PrintkRecord(
-            seq=_u64(self.infos, inf + info.offset("printk_info.seq")),
-            ts_nsec=_u64(self.infos, inf + info.offset("printk_info.ts_nsec")),
+            seq=_u64(self.infos, inf + lay.seq),
+            ts_nsec=_u64(self.infos, inf + lay.ts_nsec),
             level=level_flags >> 5,
             facility=facility,
-            caller_id=caller,
+            caller_id=None if lay.caller_id is None else _u32(self.infos, inf + lay.caller_id),
             text=text,
             flags=flags,
         )
@@ -314,20 +344,46 @@ def _u32(buf: bytes, offset: int) -> int:
     return value
 
 
-def _check_bits(field: str, bits: int, limit: int, ring: int) -> None:
-    if not 0 < bits <= limit:
+def _check_bits(field: str, bits: int, entry_size: int, ring: int, ram_size: int) -> None:
+    # the kernel caps the text ring at LOG_BUF_LEN_MAX; neither array can exceed RAM
+    if not 0 < bits <= _MAX_SIZE_BITS or (1 << bits) * entry_size > ram_size:
         raise CorruptDataError(
             f"printk ring at {ring:#x} has an absurd size",
             field=field,
-            expected=f"1..{limit} bits",
+            expected=f"1..{_MAX_SIZE_BITS} bits, within {ram_size:#x} bytes of RAM",
             found=bits,
         )
+
+
+def _struct_size(info: VmcoreInfo, name: str) -> int:
+    size = info.size(name)
+    if not 0 < size <= _MAX_STRUCT_SIZE:
+        raise CorruptDataError(
+            "vmcoreinfo size is absurd",
+            field=f"SIZE({name})",
+            expected=f"1..{_MAX_STRUCT_SIZE}",
+            found=size,
+        )
+    return size
+
+
+def _member(info: VmcoreInfo, struct_size: int, member: str, width: int, base: int = 0) -> int:
+    """``base + OFFSET(member)``, checked to leave ``width`` bytes inside the structure."""
+    offset = base + info.offset(member)
+    if offset + width > struct_size:
+        raise CorruptDataError(
+            "vmcoreinfo offset lies outside its structure",
+            field=f"OFFSET({member})",
+            expected=f"<= {struct_size - width - base}",
+            found=offset - base,
+        )
+    return offset
 
 
 def _iter_printk_log(kmem: KernelMemory, info: VmcoreInfo) -> Iterator[PrintkRecord]:
     """Linux 3.5-5.9: variable-length ``struct printk_log`` records in ``log_buf``."""
     buf_len = kmem.read_u32(info.symbol("log_buf_len"))
-    if not 0 < buf_len <= 1 << _MAX_SIZE_BITS:
+    if not 0 < buf_len <= min(1 << _MAX_SIZE_BITS, kmem.source.max_pfn * kmem.page_size):
         raise CorruptDataError(
             "printk log buffer has an absurd size", field="log_buf_len", found=buf_len
         )
@@ -335,12 +391,12 @@ def _iter_printk_log(kmem: KernelMemory, info: VmcoreInfo) -> Iterator[PrintkRec
     idx = kmem.read_u32(info.symbol("log_first_idx"))
     end = kmem.read_u32(info.symbol("log_next_idx"))
     seq = 0  # log_first_seq is not exported: number the records from the oldest kept
-    header = info.size("printk_log")
-    at_len = info.offset("printk_log.len")
-    at_text_len = info.offset("printk_log.text_len")
-    at_ts = info.offset("printk_log.ts_nsec")
+    header = _struct_size(info, "printk_log")
+    at_len = _member(info, header, "printk_log.len", 2)
+    at_text_len = _member(info, header, "printk_log.text_len", 2)
+    at_ts = _member(info, header, "printk_log.ts_nsec", 8)
     # facility and flags:5/level:3 follow dict_len (struct printk_log, not exported)
-    at_facility = info.offset("printk_log.dict_len") + 2
+    at_facility = _member(info, header, "printk_log.dict_len", 4) + 2
     wrapped = False
     for _ in range(buf_len // _LOG_ALIGN + 1):  # each record takes >= 8 bytes: bounded
         if idx == end:

@@ -238,9 +238,10 @@ def _utsname(
     if info is not None and "OSRELEASE" in info:
         osrelease = info.osrelease
         if uts.get("release") and uts["release"] != osrelease:
-            warnings.append(f"utsname release {uts['release']!r} differs from OSRELEASE")
-        uts.setdefault("release", osrelease)
-        uts["release"] = uts["release"] or osrelease
+            warnings.append(
+                f"utsname release {uts['release']!r} differs from OSRELEASE: used OSRELEASE"
+            )
+        uts["release"] = osrelease
     return {key: value for key, value in uts.items() if value}
 
 

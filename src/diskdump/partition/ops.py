@@ -248,8 +248,14 @@ def format_device(
     :param check: run :func:`check_formattable` first (a caller that just did may skip it)
     :return: the label written
     :raises DeviceRefusedError: see :func:`check_formattable`; nothing was written
+    :raises DeviceTooSmallError: the device cannot hold the reserve plus MIN_DATA_BLOCKS
     :raises DeviceIOError: a write or flush failed (the device has no valid label then)
+    :raises ValueError: ``reserve_blocks`` below 256
     """
+    if reserve_blocks < DEFAULT_RESERVE_BLOCKS:
+        raise ValueError(
+            f"reserve_blocks must be >= {DEFAULT_RESERVE_BLOCKS}, got {reserve_blocks}"
+        )
     if check:
         check_formattable(device, force=force)
     geo = device.geometry

@@ -43,7 +43,7 @@ from diskdump import __version__
 from diskdump.config import DeviceSpec
 from diskdump.devices import open_device
 from diskdump.devices.base import BlockIO, DumpDevice
-from diskdump.errors import ConfigError, DiskdumpError, HeaderMismatchError, NotThisFormatError
+from diskdump.errors import ConfigError, DiskdumpError, NotThisFormatError
 from diskdump.formats.detect import ContainerInfo
 from diskdump.formats.dumpheader import DumpFlag
 from diskdump.formats.dumpimage import DumpImage, open_dump

@@ -32,10 +32,8 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
-from diskdump._binary import checksum32
 from diskdump.devices.base import BlockIO, DumpDevice
 from diskdump.errors import (
-    ChecksumError,
     CorruptDataError,
     DeviceTooSmallError,
     HeaderMismatchError,
@@ -45,13 +43,11 @@ from diskdump.errors import (
 from diskdump.formats.dumpheader import (
     HEADER_SIZE,
     DumpHeader,
-    DumpMetadata,
     DumpStatus,
-    unpack_metadata,
 )
 from diskdump.formats.partition import PartitionLabel
 
-__all__ = ["FoundDump", "ScanResult", "read_blocks", "read_metadata", "scan_device"]
+__all__ = ["FoundDump", "ScanResult", "read_blocks", "scan_device"]
 
 _log = logging.getLogger(__name__)
 
@@ -205,22 +201,3 @@ def _without_trailer(io: BlockIO, label: PartitionLabel, lba: int, name: str) ->
     if header.status is DumpStatus.COMPLETE:
         problems.append("leading header says COMPLETE but the trailer is not there")
     return ScanResult(name, FoundDump(name, label, header, False, tuple(problems)))
-
-
-def read_metadata(device: DumpDevice, header: DumpHeader) -> DumpMetadata:
-    """Read and verify the metadata records after the leading header.
-
-    :raises ChecksumError: the metadata crc32 does not match
-    :raises TruncatedError: a record points past the metadata
-    """
-    name = device.name
-    io = BlockIO(device)
-    blocks = header.meta_blocks
-    raw = read_blocks(io, header.meta_lba, blocks)[: header.meta_size] if blocks else b""
-    offset = header.meta_lba * header.block_size
-    actual = checksum32(raw)
-    if actual != header.meta_crc:
-        raise ChecksumError("dump metadata checksum mismatch", device=name, offset=offset,
-                            field="meta_crc", expected=header.meta_crc,
-                            found=actual)  # fmt: skip
-    return unpack_metadata(memoryview(raw), device=name, offset=offset)

@@ -27,8 +27,8 @@ number, so building twice from the same inputs gives the same bytes.
 from __future__ import annotations
 
 import stat
-from dataclasses import dataclass
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import BinaryIO
 
 from diskdump._binary import check_range
@@ -110,8 +110,8 @@ def iter_entries(
     """Decode one newc archive (up to its trailer), yielding every entry but the trailer.
 
     :raises BadMagicError: an entry does not start with ``070701``
-    :raises TruncatedError: a header, name or data runs past the end of ``data``
-    :raises CorruptDataError: a header field is not hexadecimal, or no trailer
+    :raises TruncatedError: a header, name or data runs past the end of ``data`` (no trailer)
+    :raises CorruptDataError: a header field is not hexadecimal
     """
     view = memoryview(data)
     offset = 0

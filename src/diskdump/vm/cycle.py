@@ -85,7 +85,7 @@ class CycleOptions:
     memory_mib: int = 512
     cpus: int = 2
     crashkernel_mib: int = 160
-    arm_with: str = "kexec"
+    arm_with: str = "diskdump"
     savecore_in_guest: bool = False
     dump_options: tuple[str, ...] = ('compress = "zstd"', "level = 1", 'verify = "full"')
 
@@ -120,6 +120,9 @@ def _make_disks(opts: CycleOptions) -> tuple[Path, ...]:
         disk.unlink(missing_ok=True)
         with open(disk, "wb") as f:
             f.truncate(size)
+    with open(dump, "r+b") as f:
+        # the file driver refuses sparse images: a dump must not hit ENOSPC at panic time
+        os.posix_fallocate(f.fileno(), 0, size)
     done = _diskdump("format", str(dump))
     if done.returncode != 0:
         raise VMError(

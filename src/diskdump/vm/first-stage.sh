@@ -24,15 +24,26 @@ if [ "$check_rc" = 1 ]; then
 fi
 
 say "first kernel $(uname -r): check $DUMP_DEVICE gave $check_rc ($verdict), arming"
-if [ "$ARM_WITH" = "diskdump" ]; then
-    diskdump arm --config /etc/diskdump.toml --kernel /boot/vmlinuz --initrd /boot/capture.img \
-        --append "$CAPTURE_APPEND"
-else
+load_capture() {
     kexec -p /boot/vmlinuz --initrd=/boot/capture.img --append="$CAPTURE_APPEND"
+}
+if [ "$ARM_WITH" = "diskdump" ]; then
+    diskdump arm --config /etc/diskdump.toml
+    arm_rc=$?
+    if [ "$(cat /sys/kernel/kexec_crash_loaded)" != 1 ]; then
+        say "diskdump arm loaded no capture kernel: loading it with kexec -p from /init"
+        load_capture || arm_rc=$?
+    fi
+else
+    load_capture
+    arm_rc=$?
 fi
-arm_rc=$?
 say "arm exited with status $arm_rc; kexec_crash_loaded=$(cat /sys/kernel/kexec_crash_loaded)"
 run_workload
 say "panicking now"
 sleep 1  # let the serial line drain: the panic stops the tty before its buffer empties
+if [ "$ARM_WITH" = "diskdump" ]; then
+    diskdump test --force --config /etc/diskdump.toml
+    say "diskdump test --force returned $?: panicking with sysrq directly"
+fi
 echo c > /proc/sysrq-trigger

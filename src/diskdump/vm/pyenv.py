@@ -29,6 +29,7 @@ make the capture kernel recompile under TCG.
 
 from __future__ import annotations
 
+import ast
 import importlib.metadata
 import importlib.util
 import logging
@@ -64,7 +65,8 @@ _STARTUP = (
     "io",
     "abc",
 )
-#: stdlib packages never needed in a capture kernel, pruned even when an import names them
+#: stdlib packages a capture kernel does not need, pruned where only other stdlib modules
+#: import them (a module the diskdump package imports itself is always kept)
 _EXCLUDES = (
     "tkinter",
     "unittest",
@@ -133,6 +135,22 @@ def _entry_script(package: Path) -> str:
     return "".join(f"import {name}\n" for name in [*modules, *_STARTUP])
 
 
+def _direct_imports(package: Path) -> set[str]:
+    """Every module name the package's own code imports (absolute imports, all levels)."""
+    names: set[str] = set()
+    for path in package.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_bytes(), str(path))):
+            if isinstance(node, ast.Import):
+                names.update(alias.name for alias in node.names)
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                names.add(node.module)
+    expanded = set(names)
+    for name in names:
+        parts = name.split(".")
+        expanded.update(".".join(parts[:i]) for i in range(1, len(parts)))
+    return expanded
+
+
 def python_closure() -> PythonClosure:
     """Measure the stdlib modules the ``diskdump`` package can import (modulefinder).
 
@@ -144,7 +162,9 @@ def python_closure() -> PythonClosure:
         script = Path(tmp) / "entry.py"
         script.write_text(_entry_script(package))
         path = [str(package.parent), str(stdlib), str(stdlib / "lib-dynload")]
-        finder = modulefinder.ModuleFinder(path=path, excludes=list(_EXCLUDES))
+        # prune only what the stdlib drags in: never a module the package imports itself
+        excludes = [name for name in _EXCLUDES if name not in _direct_imports(package)]
+        finder = modulefinder.ModuleFinder(path=path, excludes=excludes)
         finder.run_script(str(script))
     sources: dict[str, Path] = {}
     extensions: list[Path] = []

@@ -71,7 +71,7 @@ def register(sub: Any) -> None:
     parser.add_argument("--uuid", help="partition UUID (one DEVICE only); default: random")
     parser.add_argument(
         "--reserve-blocks",
-        type=int,
+        type=_reserve,
         default=DEFAULT_RESERVE_BLOCKS,
         metavar="N",
         help=f"4 KiB blocks reserved at the start (default {DEFAULT_RESERVE_BLOCKS} = 1 MiB)",
@@ -82,6 +82,13 @@ def register(sub: Any) -> None:
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress output")
     parser.set_defaults(func=run)
+
+
+def _reserve(text: str) -> int:
+    value = int(text)
+    if value < DEFAULT_RESERVE_BLOCKS:
+        raise argparse.ArgumentTypeError(f"must be at least {DEFAULT_RESERVE_BLOCKS}, got {text}")
+    return value
 
 
 def _parse_uuid(args: argparse.Namespace) -> uuid_mod.UUID | None:
