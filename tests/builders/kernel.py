@@ -32,13 +32,17 @@ assert against.
 
 from __future__ import annotations
 
+import dataclasses
+import os
 import random
 import struct
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from diskdump.errors import ExcludedPageError
+from diskdump.formats.elf import write_elf
 from diskdump.formats.memsource import PfnRun, merge_runs
 from diskdump.formats.notes import VMCOREINFO_NOTE_NAME, NoteType, PrStatus, pack_note
 
@@ -56,16 +60,13 @@ PTE_PRESENT, PTE_RW, PTE_ACCESSED, PTE_DIRTY, PTE_PSE, PTE_GLOBAL = 1, 2, 0x20, 
 PTE_NX = 1 << 63
 PTE_ADDR_MASK = 0x000F_FFFF_FFFF_F000
 PT_ENTRIES = 512
+#: KASLR places page_offset_base at a 1 GiB boundary from __PAGE_OFFSET_BASE_L4 upwards
+#: (arch/x86/mm/kaslr.c); the builder keeps below the vmalloc area's default base
+DIRECT_MAP_LOW, DIRECT_MAP_SLOTS = 0xFFFF888000000000, 0x4000
 
-# offsets inside the kernel image (from _stext)
-OFF_TOP_PGT = 0x200000
-OFF_PT_POOL = 0x201000
-PT_POOL_PAGES = 64
-OFF_UTS = 0x280000
-OFF_PRB = 0x281000
-OFF_RB_DYNAMIC = 0x281100
-OFF_RB_STATIC = 0x281200
-OFF_CLEAR_SEQ = 0x281300
+# offsets inside the kernel image (from _stext), as in the module docstring
+OFF_TOP_PGT, OFF_PT_POOL, PT_POOL_PAGES, OFF_UTS = 0x200000, 0x201000, 64, 0x280000
+OFF_PRB, OFF_RB_DYNAMIC, OFF_RB_STATIC, OFF_CLEAR_SEQ = 0x281000, 0x281100, 0x281200, 0x281300
 OFF_NODE_ONLINE_MAP = 0x282000
 
 # printk ring buffer (kernel/printk/printk_ringbuffer.h)
@@ -122,7 +123,7 @@ class KernelSpec:
     ram_ranges: Sequence[tuple[int, int]] | None = None  # [start, end) bytes; None: e820-like
     phys_base: int = 0x1200000
     kernel_offset: int = 0xA00000  # KERNELOFFSET (virtual KASLR slide)
-    page_offset_base: int = 0xFFFF9D6F00000000
+    page_offset_base: int = -1  # -1: randomised from seed like KASLR (1 GiB aligned)
     vmemmap_base: int = 0xFFFFD4A5C0000000
     pgtable_l5: bool = False
     gbpages: bool = True  # direct map with 1 GiB pages (else 2 MiB + 4 KiB pages)
@@ -179,6 +180,12 @@ class SyntheticKernel:
             head = f"[{rec.ts_nsec // 10**9:5d}.{rec.ts_nsec % 10**9 // 1000:06d}] "
             out.append(head + rec.text.decode("ascii").replace("\n", "\n" + " " * len(head)))
         return "".join(line + "\n" for line in out)
+
+    def write_elf(self, path: str | os.PathLike[str]) -> Path:
+        """Write the image as an ELF vmcore (formats/elf.py; p_vaddr in the direct map)."""
+        with open(path, "wb") as f:
+            write_elf(self.source, f, page_offset=self.spec.page_offset_base)
+        return Path(path)
 
     def virt_to_phys(self, vaddr: int) -> int:
         """Where the builder put ``vaddr`` (kernel image or direct map only)."""
@@ -740,6 +747,9 @@ def _prstatus(spec: KernelSpec, sym: dict[str, int]) -> list[PrStatus]:
 def build_kernel(spec: KernelSpec | None = None, **knobs: Any) -> SyntheticKernel:
     """Build the image: ``build_kernel(ram_size=..., torn_head=True)`` or from a spec."""
     spec = spec if spec is not None else KernelSpec(**knobs)
+    if spec.page_offset_base == -1:
+        slot = random.Random(spec.seed ^ 0xBA5E).randrange(DIRECT_MAP_SLOTS)
+        spec = dataclasses.replace(spec, page_offset_base=DIRECT_MAP_LOW + slot * GIB)
     ranges = _ram_ranges(spec)
     top = max(end for _, end in ranges)
     mem = _Memory(top)

@@ -19,10 +19,7 @@ SMALL = {"ram_size": 32 * MIB, "phys_base": 0x400000, "kernel_offset": 0}
 @pytest.fixture(scope="module")
 def crash(tmp_path_factory: pytest.TempPathFactory) -> tuple[SyntheticKernel, Path]:
     kernel = build_kernel(**SMALL)
-    path = tmp_path_factory.mktemp("info") / "vmcore"
-    with path.open("wb") as f:
-        write_elf(kernel.source, f, page_offset=kernel.spec.page_offset_base)
-    return kernel, path
+    return kernel, kernel.write_elf(tmp_path_factory.mktemp("info") / "vmcore")
 
 
 def test_text_summary(crash: tuple[SyntheticKernel, Path], capsys: pytest.CaptureFixture[str]):

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import os
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -12,6 +13,7 @@ from diskdump.devices import available_drivers, open_device, resolve_driver
 from diskdump.devices.base import BlockIO, Health, Op
 from diskdump.devices.file import FileDevice, swap_paths
 from diskdump.errors import ConfigError, DeviceIOError, DeviceNotReadyError, DeviceTooSmallError
+from tests.conftest import need_root, need_tool
 from tests.devices.loop import make_image
 
 BS = 4096
@@ -91,3 +93,22 @@ def test_registry(tmp_path: Path) -> None:
 
 def test_swap_paths_parses_proc_swaps() -> None:
     assert all(p.startswith("/") for p in swap_paths())
+
+
+def test_file_without_o_direct_falls_back_to_buffered_io(tmp_path: Path) -> None:
+    """ramfs has no O_DIRECT (open fails with EINVAL); the driver then uses buffered i/o."""
+    need_root()
+    mount, umount = need_tool("mount"), need_tool("umount")
+    subprocess.run([mount, "-t", "ramfs", "ramfs", str(tmp_path)], check=True)
+    try:
+        image = make_image(tmp_path / "r.img", 16 * BS)
+        with pytest.raises(DeviceNotReadyError, match=r"cannot open: Invalid argument .*EINVAL"):
+            FileDevice(image, direct=True)
+        with FileDevice(image, writable=True) as dev:
+            assert dev.direct is False
+            BlockIO(dev).write(2, b"\x5a" * BS)
+            reason = dev.sanity_check().reason
+        assert image.read_bytes()[2 * BS : 3 * BS] == b"\x5a" * BS
+        assert reason == "preallocated image file, buffered (no O_DIRECT on this filesystem) i/o"
+    finally:
+        subprocess.run([umount, str(tmp_path)], check=False)

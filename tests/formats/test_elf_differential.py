@@ -9,6 +9,7 @@ count is printed after the module for the record.
 
 from __future__ import annotations
 
+import itertools
 import json
 import subprocess
 from collections.abc import Iterator
@@ -176,7 +177,7 @@ def test_libkdumpfile_reads_every_page(
     for r in runs:
         offsets.append(offsets[-1] + r.pages * 4096)
     assert len(data) == offsets[-1]
-    chunks = (data[a:b] for a, b in zip(offsets, offsets[1:], strict=False))
+    chunks = (data[a:b] for a, b in itertools.pairwise(offsets))
     assert compare_pages(source, runs, chunks) == runs_page_count(runs)
 
 

@@ -459,3 +459,22 @@ def test_validate_second_bitmap_outside_first(good: Path) -> None:
 
 def test_notes_helper_matches() -> None:
     assert make_notes(1) != make_notes(2)
+
+
+def test_empty_source(tmp_path: Path) -> None:
+    empty = MemSource(max_pfn=0, ram=[], data=[], pages={})
+    path = write(empty, tmp_path / "v")
+    with KdumpFile.open(path) as kfile:
+        assert kfile.ram_runs() == [] and kfile.data_runs() == []
+        assert validate_kdump(kfile) == 0
+        # crash maps both bitmaps: the file reaches the end of the 2nd one
+        assert path.stat().st_size >= 4 * PAGE_SIZE
+
+
+def test_reading_a_page_whose_codec_is_missing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = write(build_source(), tmp_path / "v", compress="lzo", level=0)
+    monkeypatch.setitem(__import__("sys").modules, "lzo", None)
+    with KdumpFile.open(path) as kfile, pytest.raises(CodecUnavailableError, match=r"lzo"):
+        kfile.read_pages(0x100, 0x600)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import struct
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from diskdump.errors import CorruptDataError, TruncatedError
@@ -76,6 +76,7 @@ def test_pack_note_layout_matches_gabi() -> None:
     assert len(blob) == 12 + 12 + 8
 
 
+@settings(deadline=None)
 @given(st.lists(note_strategy, max_size=6))
 def test_notes_round_trip(notes: list[tuple[str, int, bytes]]) -> None:
     blob = b"".join(pack_note(name, ntype, desc) for name, ntype, desc in notes)
@@ -86,6 +87,7 @@ def test_notes_round_trip(notes: list[tuple[str, int, bytes]]) -> None:
     assert b"".join(pack_note(n.name, n.type, n.desc) for n in got) == blob
 
 
+@settings(deadline=None)
 @given(prstatus_strategy)
 def test_prstatus_round_trip(prs: PrStatus) -> None:
     raw = prs.pack()
@@ -177,6 +179,7 @@ def test_cut_header_is_rejected() -> None:
         list(iter_notes(blob))
 
 
+@settings(deadline=None)
 @given(st.binary(max_size=200))
 def test_garbage_never_escapes_the_error_tree(data: bytes) -> None:
     try:

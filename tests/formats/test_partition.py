@@ -122,6 +122,11 @@ def test_expected_matches_reference(u: uuid.UUID, period: int, lba: int, count: 
     pattern.fill(out, lba)
     assert out == want
     assert pattern.matches(want, lba)
+    # reusing the buffer: same rotation restamps only the lbas, another rotation recopies
+    for later in (lba + 3 * period, lba + 1):
+        pattern.fill(out, later, holds_lba=lba)
+        assert out == b"".join(_reference_block(label, later + i) for i in range(count))
+        lba = later
 
 
 def test_aligned_fast_path_is_restamped() -> None:

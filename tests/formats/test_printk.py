@@ -10,7 +10,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from diskdump.errors import CorruptDataError, ExcludedPageError
+from diskdump.errors import CorruptDataError, DiskdumpError, ExcludedPageError
 from diskdump.formats.printk import (
     PrintkRecord,
     RecordFlag,
@@ -175,19 +175,73 @@ def _poke_ring(kernel: SyntheticKernel, offset: int, fmt: str, value: int) -> No
     struct.pack_into(fmt, kernel.source.memory, paddr, value)
 
 
-def test_absurd_ring_sizes_and_ids() -> None:
+@pytest.mark.parametrize(("offset", "bits"), [(0, 40), (0, 20), (48, 0)])
+def test_absurd_ring_sizes(offset: int, bits: int) -> None:
     kernel = build_kernel(**SMALL)
-    _poke_ring(kernel, 0, "<I", 40)  # desc_ring.count_bits
-    absurd = (
-        r"has an absurd size in field prb_desc_ring.count_bits: expected '1..31 bits', got 0x28"
-    )
-    with pytest.raises(CorruptDataError, match=r"printk ring at 0x[0-9a-f]+ " + absurd):
+    _poke_ring(kernel, offset, "<I", bits)  # desc_ring.count_bits or text_data_ring.size_bits
+    name = "prb_desc_ring.count_bits" if offset == 0 else "prb_data_ring.size_bits"
+    message = (
+        rf"printk ring at 0x[0-9a-f]+ has an absurd size in field {name}: "
+        rf"expected '1..31 bits, within 0x2000000 bytes of RAM', got {bits:#x}"
+    ).replace("got 0x0", "got 0")
+    with pytest.raises(CorruptDataError, match=message):
         _read(kernel)
+
+
+def test_inconsistent_ids() -> None:
     kernel = build_kernel(**SMALL)
     _poke_ring(kernel, 24, "<Q", 1 << 40)  # head_id far beyond tail_id
     with pytest.raises(CorruptDataError, match=r"printk descriptor ids are inconsistent in field "
-                       r"prb_desc_ring.head_id"):  # fmt: skip
-        list(_read(kernel))
+                       r"prb_desc_ring.head_id: expected 'head_id - tail_id < 32'"):  # fmt: skip
+        _read(kernel)
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "message"),
+    [
+        ("OFFSET(printk_info.caller_id)", 86, r"offset lies outside its structure in field "
+         r"OFFSET\(printk_info.caller_id\): expected '<= 84', got 0x56"),
+        ("OFFSET(prb_data_blk_lpos.next)", 16, r"field OFFSET\(prb_data_blk_lpos.next\)"),
+        ("OFFSET(prb_desc_ring.tail_id)", 85, r"field OFFSET\(prb_desc_ring.tail_id\)"),
+        ("SIZE(printk_info)", 10**6, r"vmcoreinfo size is absurd in field SIZE\(printk_info\)"),
+        ("SIZE(prb_desc)", 0, r"vmcoreinfo size is absurd in field SIZE\(prb_desc\)"),
+    ],
+)  # fmt: skip
+def test_vmcoreinfo_layout_is_checked(key: str, value: int, message: str) -> None:
+    kernel = build_kernel(**SMALL)
+    with pytest.raises(CorruptDataError, match=message):
+        _read(kernel, _replace(kernel.vmcoreinfo, key, value))
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(hits=st.lists(st.tuples(st.integers(0, 1 << 16), st.integers(0, 255)), min_size=1,
+                     max_size=40), legacy=st.booleans())  # fmt: skip
+def test_corrupt_log_memory_never_hangs_or_crashes(hits: list[tuple[int, int]], legacy: bool):
+    """Random bytes over the ring (or log_buf) and its control structure: records or an error."""
+    kernel = _CORRUPTIBLE[legacy]
+    memory = kernel.source.memory
+    ring_base = 31 * MIB  # the builder's printk buffers
+    control = kernel.virt_to_phys(kernel.symbols["log_buf" if legacy else "printk_rb_dynamic"])
+    saved = bytes(memory[ring_base : ring_base + (1 << 16)]), bytes(memory[control : control + 96])
+    try:
+        for where, value in hits:
+            target = control + where % 96 if where % 5 == 0 else ring_base + where
+            memory[target] = value
+        try:
+            records = _read(kernel)
+        except DiskdumpError:
+            return
+        assert len(records) <= (1 << 16)
+        format_dmesg(records)
+    finally:
+        memory[ring_base : ring_base + (1 << 16)] = saved[0]
+        memory[control : control + 96] = saved[1]
+
+
+_CORRUPTIBLE = {
+    False: build_kernel(desc_count_bits=8, text_size_bits=13, boot_records=400, **SMALL),
+    True: build_kernel(legacy_printk=True, text_size_bits=13, boot_records=400, **SMALL),
+}
 
 
 def test_illegal_block_is_flagged_not_fatal(caplog: pytest.LogCaptureFixture) -> None:

@@ -20,7 +20,7 @@ from diskdump.formats.detect import opened_vmcore
 from diskdump.formats.elf import write_elf
 from diskdump.formats.printk import format_dmesg
 from diskdump.formats.summary import read_kernel_log
-from tests.builders.kernel import MIB, LogRecord, SyntheticKernel, build_kernel
+from tests.builders.kernel import MIB, LogRecord, build_kernel
 from tests.conftest import need, need_tool
 
 pytestmark = pytest.mark.differential
@@ -72,16 +72,10 @@ def _ours(vmcore: Path, *, show_caller: bool = False) -> str:
         return format_dmesg(read_kernel_log(source), show_caller=show_caller)
 
 
-def _write(kernel: SyntheticKernel, path: Path) -> Path:
-    with path.open("wb") as f:
-        write_elf(kernel.source, f, page_offset=kernel.spec.page_offset_base)
-    return path
-
-
 @pytest.mark.parametrize("case", sorted(CASES))
 def test_dmesg_equals_makedumpfile(case: str, tmp_path: Path) -> None:
     kernel = build_kernel(**CASES[case])
-    elf = _write(kernel, tmp_path / "vmcore.elf")
+    elf = kernel.write_elf(tmp_path / "vmcore.elf")
     theirs = _makedumpfile_dmesg(elf, tmp_path / "dmesg.elf")
     assert theirs.count("\n") >= len([r for r in kernel.expected if not r.dataless])
     assert _ours(elf) == theirs
@@ -102,7 +96,7 @@ def test_known_divergence_block_ending_at_ring_end(tmp_path: Path) -> None:
     """formats.md §3.6: makedumpfile reads such a block (2025 kernels) as wrapped; we do not."""
     records = [LogRecord(b"a" * 56, 1), LogRecord(b"b" * 56, 2), LogRecord(b"c" * 8, 3)]
     kernel = build_kernel(records=records, text_size_bits=7, perfect_fit_fix=True, **SMALL)
-    elf = _write(kernel, tmp_path / "vmcore.elf")
+    elf = kernel.write_elf(tmp_path / "vmcore.elf")
     ours = _ours(elf)
     assert ours == kernel.expected_dmesg and "b" * 56 in ours
     assert "b" * 56 not in _makedumpfile_dmesg(elf, tmp_path / "dmesg")

@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from diskdump.errors import CorruptDataError, NotThisFormatError, TruncatedError
@@ -139,6 +139,7 @@ def test_from_notes() -> None:
 keys = st.from_regex(r"[A-Z_]{1,8}(\([a-z_.]{1,12}\))?", fullmatch=True)
 
 
+@settings(deadline=None)
 @given(st.dictionaries(keys, st.integers(-(2**63), 2**64 - 1), max_size=12))
 def test_entries_round_trip(entries: dict[str, int]) -> None:
     info = VmcoreInfo.from_entries(entries)
@@ -147,3 +148,9 @@ def test_entries_round_trip(entries: dict[str, int]) -> None:
     for key, value in entries.items():
         if key.startswith("NUMBER(") and key.endswith(")"):
             assert info.number(key[7:-1]) == value
+
+
+def test_number_with_leading_zero_is_decimal() -> None:
+    """Found by fuzzing: int(value, 0) raised a bare ValueError for "0943"."""
+    info = VmcoreInfo.unpack(b"OSRELEASE=6.1\nNUMBER(phys_base)=09437184\n")
+    assert info.phys_base == 9437184

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import re
+import shutil
 import struct
 
 import pytest
@@ -11,9 +12,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from diskdump.errors import CorruptDataError, ExcludedPageError
-from diskdump.formats.vmcoreinfo import VmcoreInfo
+from diskdump.formats.detect import opened_vmcore
+from diskdump.formats.notes import prstatus_notes
+from diskdump.formats.vmcoreinfo import VmcoreInfo, vmcoreinfo_from_notes
 from diskdump.formats.x86_64 import START_KERNEL_MAP, KernelMemory
 from tests.builders.kernel import GIB, MIB, PAGE_SIZE, SyntheticKernel, build_kernel
+from tests.conftest import need
 
 #: builder configurations covering 4/5-level paging, page sizes and SME
 LAYOUTS = {
@@ -157,3 +161,37 @@ def test_self_referencing_tables_terminate() -> None:
     struct.pack_into("<Q", kernel.source.memory, top + slot * 8, top | 0x63)
     vaddr = 0xFFFF000000000000 | (slot << 39) | (slot << 30) | (slot << 21) | (slot << 12)
     assert kmem.walk(vaddr).paddr == top
+
+
+@pytest.mark.vm
+@pytest.mark.slow
+@pytest.mark.parametrize("series", ["6.1", "6.12"])
+def test_real_kernel_reads_equal_drgn(series: str) -> None:
+    """On real Debian kernels (QMP dumps of the VM harness), our walk reads what drgn reads.
+
+    The addresses come from the dump itself: every kernel-image SYMBOL() of
+    VMCOREINFO (formula and walk must agree), and each CPU's stack (vmalloc,
+    4 KiB pages), per-CPU area (gs_base, direct map) and instruction pointer.
+    """
+    need(shutil.which("qemu-system-x86_64") is not None, "qemu-system-x86 is not installed")
+    drgn = pytest.importorskip("drgn")
+    from diskdump.vm import qmp_vmcores
+
+    path = qmp_vmcores(series).elf
+    program = drgn.Program()
+    program.set_core_dump(str(path))
+    with opened_vmcore(path) as source:
+        info = vmcoreinfo_from_notes(source.notes)
+        kmem = KernelMemory(source, info)
+        symbols = [info.symbol(key[7:-1]) for key in info.entries if key.startswith("SYMBOL(")]
+        image = [v for v in symbols if kmem.is_kernel_image(v)]
+        assert len(image) > 10
+        for vaddr in image:
+            assert kmem.walk(vaddr).paddr == kmem.kernel_image_phys(vaddr), hex(vaddr)
+        levels = set()
+        for note in prstatus_notes(source.notes):
+            for register in ("rsp", "gs_base", "rip"):
+                page = note.registers[register] & ~0xFFF
+                levels.add(kmem.walk(page).level)
+                assert kmem.read_virt(page, 4096) == program.read(page, 4096), register
+    assert {"pte", "pmd"} <= levels

@@ -2,7 +2,7 @@
 """Coverage-guided fuzzing of every parser (atheris/libFuzzer), and replay of past findings.
 
 ``make test`` runs each target for a short time (``--fuzz-seconds``, default
-45 s, two targets at a time); ``make fuzz`` runs them for 10 minutes each.
+60 s, two targets at a time); ``make fuzz`` runs them for 10 minutes each.
 A reader may raise only diskdump's own errors; it must not hang (libFuzzer
 ``-timeout``) or allocate in proportion to an unchecked length field
 (``-malloc_limit_mb``). Each finding is kept under ``regressions/<target>/``
@@ -26,7 +26,7 @@ from tests.fuzz.targets import SEEDS, TARGETS
 
 ROOT = Path(__file__).resolve().parents[2]
 REGRESSIONS = Path(__file__).resolve().parent / "regressions"
-DEFAULT_SECONDS = 45.0
+DEFAULT_SECONDS = 60.0
 STATS = re.compile(r"stat::number_of_executed_units:\s*(\d+)")
 
 

@@ -38,14 +38,19 @@ def state(ram_mib: int = 64) -> SystemState:
     return collect_state(kernel(ram_mib).source, "synthetic kernel")
 
 
+@functools.cache
+def _template(blocks: int) -> tuple[bytes, PartitionLabel]:
+    dev = MemoryDevice(blocks, name="template")
+    label = format_device(dev, check=False)
+    return bytes(dev.data), label
+
+
 def formatted(
     blocks: int = ROOMY_BLOCKS, name: str = "mem0"
 ) -> tuple[MemoryDevice, PartitionLabel]:
-    """A formatted in-memory dump partition, ready for the writer."""
-    dev = MemoryDevice(blocks, name=name)
-    label = format_device(dev, check=False)
-    dev.reopen()
-    return dev, label
+    """A formatted in-memory dump partition (a copy of one real format run per size)."""
+    data, label = _template(blocks)
+    return MemoryDevice(blocks, name=name, data=data), label
 
 
 def settings(**kw: object) -> WriterSettings:

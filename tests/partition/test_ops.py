@@ -35,7 +35,7 @@ from diskdump.partition.ops import (
     reinit_blocks,
     verify_device,
 )
-from diskdump.partition.probe import parse_wipefs_json
+from diskdump.partition.probe import parse_wipefs_json, probe_signatures
 from tests.conftest import need_tool
 from tests.devices.loop import make_image
 
@@ -255,3 +255,12 @@ def test_pattern_of_a_formatted_device_matches_the_codec(formatted: MemoryDevice
     label = read_label(formatted)
     pattern = BlockPattern(label)
     assert pattern.matches(formatted.data[256 * BS : 300 * BS], 256)
+
+
+def test_probe_failure_is_a_refusal() -> None:
+    need_tool("wipefs")
+    with pytest.raises(
+        DeviceRefusedError,
+        match=r"cannot probe for foreign signatures on /nonexistent/x: got .*No such file",
+    ):
+        probe_signatures("/nonexistent/x")

@@ -132,6 +132,9 @@ def test_incomplete_dump_is_saved_with_the_flag(
     planned = sum(r.pages for r in small_kernel.source.data_runs())
     assert f"{planned - held} of {planned} planned pages missing" in text
     assert "missing or odd:" in (save / "info.txt").read_text()
+    # the log ring lies in the lost pages: dmesg.txt is the copy the writer put in the metadata
+    assert "kernel log unreadable from memory" in text
+    assert (save / "dmesg.txt").read_text() == small_kernel.expected_dmesg
     core = KdumpFile.open(str(save / "vmcore"))
     try:
         assert core.header.status & KdumpStatus.INCOMPLETE

@@ -63,6 +63,8 @@ class FaultDevice(DumpDevice):
         self.inner = inner
         self.plan = plan
         self.name = inner.name
+        #: the wrapped driver's path, if it has one (so format still probes the real device)
+        self.path: str | None = getattr(inner, "path", None)
         self.calls = 0  #: rw_block calls seen, failed ones included
         self.blocks_transferred = 0  #: blocks read or written successfully
         self.blocks_written = 0  #: blocks that reached the medium

@@ -318,7 +318,8 @@ class _Backing:
             )
         if self.buf is not None:
             return self.buf[offset : offset + size]
-        assert self.fd is not None
+        if self.fd is None:
+            raise ValueError(f"{self.path}: read from a closed vmcore")
         return read_at(self.fd, offset, size, what=what, path=self.path)
 
     def close(self) -> None:

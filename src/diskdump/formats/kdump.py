@@ -308,33 +308,46 @@ def _peek(f: BinaryIO, size: int) -> bytes:
 
 # a byte with every bit set is a whole run of 8 pfns; any other non-zero byte is partial
 _RUN_BYTES = re.compile(rb"\xff+|[\x01-\xfe]")
+#: bitmap bytes compared at once against zeros (all-zero blocks are skipped by one memcmp)
+_SCAN_BLOCK = 4096
+_ZERO_BLOCK = bytes(_SCAN_BLOCK)
 
 
 def bitmap_to_runs(bitmap: bytes | bytearray | memoryview, limit_pfn: int) -> list[PfnRun]:
     """The runs of set bits of a kdump bitmap, below ``limit_pfn``.
 
-    Cost is proportional to the number of runs, not of pfns (the scan of zero
-    bytes happens in the regular-expression engine).
+    Cost is proportional to the number of runs plus one block comparison per
+    4 KiB of bitmap: all-zero blocks (the holes of a sparse address space) are
+    skipped whole, set bytes are found by the regular-expression engine.
     """
+    raw = bytes(bitmap)
+    spans: list[tuple[int, int]] = []
+    for block in range(0, len(raw), _SCAN_BLOCK):
+        if raw[block : block + _SCAN_BLOCK] == _ZERO_BLOCK[: min(_SCAN_BLOCK, len(raw) - block)]:
+            continue
+        for match in _RUN_BYTES.finditer(raw, block, min(block + _SCAN_BLOCK, len(raw))):
+            first = match.start() * BITS_PER_BYTE
+            byte = raw[match.start()]
+            if match.end() - match.start() > 1 or byte == _ALL_ONES_BYTE:
+                spans.append((first, match.end() * BITS_PER_BYTE))
+            else:
+                spans.extend((first + bit, first + bit + 1) for bit in range(8) if byte >> bit & 1)
+    return _clip_runs(_join_spans(spans), limit_pfn)
+
+
+def _join_spans(spans: list[tuple[int, int]]) -> list[PfnRun]:
     runs: list[PfnRun] = []
     start = end = -1
-    for match in _RUN_BYTES.finditer(bytes(bitmap)):
-        first = match.start() * BITS_PER_BYTE
-        if match.end() - match.start() > 1 or match.group()[0] == _ALL_ONES_BYTE:
-            spans = [(first, match.end() * BITS_PER_BYTE)]
-        else:
-            byte = match.group()[0]
-            spans = [(first + bit, first + bit + 1) for bit in range(8) if byte >> bit & 1]
-        for lo, hi in spans:
-            if lo == end:
-                end = hi
-                continue
-            if end > start >= 0:
-                runs.append(PfnRun(start, end))
-            start, end = lo, hi
+    for lo, hi in spans:
+        if lo == end:
+            end = hi
+            continue
+        if end > start >= 0:
+            runs.append(PfnRun(start, end))
+        start, end = lo, hi
     if end > start >= 0:
         runs.append(PfnRun(start, end))
-    return _clip_runs(runs, limit_pfn)
+    return runs
 
 
 def _clip_runs(runs: list[PfnRun], limit_pfn: int) -> list[PfnRun]:

@@ -35,7 +35,7 @@ from dataclasses import dataclass
 from typing import BinaryIO
 
 from diskdump._binary import align_up
-from diskdump.errors import ConfigError
+from diskdump.errors import ConfigError, CorruptDataError
 from diskdump.formats.codecs import Codec, get_codec
 from diskdump.formats.kdump import (
     BITS_PER_BYTE,
@@ -60,8 +60,8 @@ log = logging.getLogger(__name__)
 DUMP_LEVEL_ZERO = 1
 #: dump levels this writer implements without page classification
 _SUPPORTED_LEVELS = (0, DUMP_LEVEL_ZERO)
-#: pfns per bitmap window (a multiple of 8; 128 MiB of address space per 4 KiB-page window)
-WINDOW_PFNS = 1 << 15
+#: pfns per bitmap window (a multiple of 8): 32 KiB of each bitmap, 1 GiB of 4 KiB pages
+WINDOW_PFNS = 1 << 18
 #: pages read from the source per batch
 BATCH_PAGES = 256
 #: page data buffered before a write
@@ -74,6 +74,10 @@ _U64_MASK = (1 << 64) - 1
 UNKNOWN_VERSION = "unknown"
 
 Progress = Callable[[int, int], None]
+#: marker the encoder returns for a page that shares the zero page; compared by identity
+#: only (a fresh object: no compressor output is this object)
+_ZERO_PAGE = bytearray(1)
+_PAGE_DESC_PACK = PageDesc.STRUCT.pack
 
 
 @dataclass(frozen=True, slots=True)
@@ -149,7 +153,8 @@ def write_kdump(
     """Write ``source`` to ``out`` as a kdump-compressed file (header version 6).
 
     :param source: the memory to write; its data runs become the 2nd bitmap
-    :param out: a writable, seekable binary file (written with ``pwrite``; not truncated first)
+    :param out: a writable binary file with a descriptor; truncated, then written with
+        ``pwrite`` (the file position is not used)
     :param compress: codec name (``none``, ``zlib``, ``lzo``, ``snappy``, ``zstd``) or a codec
     :param level: dump level, 0 or 1 (bit 1 shares zero pages)
     :param utsname: the crashed kernel's utsname; default: release from VMCOREINFO
@@ -169,6 +174,7 @@ def write_kdump(
     facts = _NoteFacts.from_notes(notes)
     layout = _plan(source.page_size, source.max_pfn, len(notes), runs_page_count(data))
     fd = out.fileno()
+    os.ftruncate(fd, 0)
     _write_bitmaps(fd, layout, ram, data)
     with ThreadPoolExecutor(max_workers=threads) if threads > 1 else nullcontext() as pool:
         pages = _PageWriter(fd, layout, codec, level, pool)
@@ -201,8 +207,10 @@ def _write_bitmaps(fd: int, layout: _Layout, ram: Sequence[PfnRun], data: Sequen
     for start in range(0, layout.max_mapnr, WINDOW_PFNS):
         end = min(start + WINDOW_PFNS, layout.max_mapnr)
         byte = start // BITS_PER_BYTE
-        os.pwrite(fd, runs_to_bitmap(ram, start, end), layout.bitmap1_offset + byte)
-        os.pwrite(fd, runs_to_bitmap(data, start, end), layout.bitmap2_offset + byte)
+        for runs, offset in ((ram, layout.bitmap1_offset), (data, layout.bitmap2_offset)):
+            chunk = runs_to_bitmap(runs, start, end)
+            if chunk.count(0) != len(chunk):  # all-zero windows stay holes of the file
+                os.pwrite(fd, chunk, offset + byte)
 
 
 class _PageWriter:
@@ -221,10 +229,13 @@ class _PageWriter:
         self.compressed = 0
         self.zero = 0
         self.zero_desc: PageDesc | None = None
+        self.zero_desc_raw = b""
+        self.flag = int(codec.flag)
         if level & DUMP_LEVEL_ZERO:
             # makedumpfile writes the shared zero page first, even when no page is zero
             os.pwrite(fd, self.zero_page, self.cursor)
             self.zero_desc = PageDesc(self.cursor, layout.page_size, 0)
+            self.zero_desc_raw = self.zero_desc.pack()
             self.cursor += layout.page_size
 
     def write_all(
@@ -238,9 +249,11 @@ class _PageWriter:
         for pages in self._iter_batches(source, data):
             encoded = self.pool.map(self._encode, pages) if self.pool else map(self._encode, pages)
             for page, packed in zip(pages, encoded, strict=True):
-                desc, stored = self._place(page, packed, blob_offset + len(blob))
-                descs += desc.pack()
-                blob += stored
+                descs += self._place(page, packed, blob_offset + len(blob))
+                if packed is None:
+                    blob += page
+                elif packed is not _ZERO_PAGE:
+                    blob += packed
             if len(blob) >= FLUSH_BYTES:
                 blob_offset = self._flush(blob, blob_offset, descs)
                 descs.clear()
@@ -258,21 +271,28 @@ class _PageWriter:
             for pfn in range(run.start_pfn, run.end_pfn, BATCH_PAGES):
                 count = min(BATCH_PAGES, run.end_pfn - pfn)
                 raw = source.read_pages(pfn, count)
+                if len(raw) != count * size:
+                    raise CorruptDataError(
+                        "memory source returned a short page read", field="pfn",
+                        expected=count * size, found=len(raw),
+                    )  # fmt: skip
                 yield [raw[i * size : (i + 1) * size] for i in range(count)]
 
-    def _encode(self, page: bytes) -> bytes | None:
+    def _encode(self, page: bytes) -> bytes | bytearray | None:
+        # _ZERO_PAGE (identity) marks a page sharing the zero page; None: store raw
         if self.zero_desc is not None and page == self.zero_page:
-            return None
+            return _ZERO_PAGE
         return self.codec.compress(page)
 
-    def _place(self, page: bytes, packed: bytes | None, offset: int) -> tuple[PageDesc, bytes]:
-        if packed is None and self.zero_desc is not None and page == self.zero_page:
+    def _place(self, page: bytes, packed: bytes | bytearray | None, offset: int) -> bytes:
+        """The packed descriptor of one page whose data (if any) go to ``offset``."""
+        if packed is _ZERO_PAGE:
             self.zero += 1
-            return self.zero_desc, b""
+            return self.zero_desc_raw
         if packed is None:
-            return PageDesc(offset, len(page), 0), page
+            return _PAGE_DESC_PACK(offset, len(page), 0, 0)
         self.compressed += 1
-        return PageDesc(offset, len(packed), int(self.codec.flag)), packed
+        return _PAGE_DESC_PACK(offset, len(packed), self.flag, 0)
 
     def _flush(self, blob: bytearray, blob_offset: int, descs: bytearray) -> int:
         if blob:

@@ -66,6 +66,7 @@ from diskdump.errors import (
     BadMagicError,
     ChecksumError,
     CorruptDataError,
+    FormatError,
     TruncatedError,
     UnsupportedVersionError,
 )
@@ -285,77 +286,45 @@ class PartitionLabel:
         """
         checks = (
             ("block_size", self.block_size == BLOCK_SIZE, BLOCK_SIZE, self.block_size),
-            (
-                "pattern_period_blocks",
-                1 <= self.pattern_period_blocks <= MAX_PERIOD_BLOCKS,
-                f"1..{MAX_PERIOD_BLOCKS}",
-                self.pattern_period_blocks,
-            ),
-            (
-                "reserve_blocks",
-                self.reserve_blocks >= DEFAULT_RESERVE_BLOCKS,
-                f">= {DEFAULT_RESERVE_BLOCKS}",
-                self.reserve_blocks,
-            ),
-            (
-                "block_count",
-                self.block_count >= self.reserve_blocks + MIN_DATA_BLOCKS,
-                f">= reserve_blocks + {MIN_DATA_BLOCKS}",
-                self.block_count,
-            ),
-        )
+            ("pattern_period_blocks", 1 <= self.pattern_period_blocks <= MAX_PERIOD_BLOCKS,
+             f"1..{MAX_PERIOD_BLOCKS}", self.pattern_period_blocks),
+            ("reserve_blocks", self.reserve_blocks >= DEFAULT_RESERVE_BLOCKS,
+             f">= {DEFAULT_RESERVE_BLOCKS}", self.reserve_blocks),
+            ("block_count", self.block_count >= self.reserve_blocks + MIN_DATA_BLOCKS,
+             f">= reserve_blocks + {MIN_DATA_BLOCKS}", self.block_count),
+        )  # fmt: skip
         for name, ok, expected, found in checks:
             if not ok:
-                raise CorruptDataError(
-                    "impossible partition label value",
-                    field=name,
-                    device=device,
-                    offset=offset,
-                    expected=expected,
-                    found=found,
-                )
+                raise CorruptDataError("impossible partition label value", field=name,
+                                       device=device, offset=offset, expected=expected,
+                                       found=found)  # fmt: skip
+
+
+#: (error class, message, field, offset of the field in the label, expected-value) rows
+_Check = tuple[type[FormatError], str, str, int, object]
 
 
 def _check_envelope(raw: bytes, fields: dict[str, Any], *, device: str | None, offset: int) -> None:
     """Magic, version, checksum and the enumerated fields, in that order."""
-    if fields["magic"] != LABEL_MAGIC:
-        raise BadMagicError(
-            "no diskdump partition label",
-            field="magic",
-            offset=offset,
-            expected=LABEL_MAGIC,
-            found=fields["magic"],
-            device=device,
-        )
-    if fields["version"] != LABEL_VERSION or fields["label_size"] != LABEL_SIZE:
-        raise UnsupportedVersionError(
-            "unsupported partition label version",
-            field="version",
-            offset=offset + 8,
-            expected=LABEL_VERSION,
-            found=fields["version"],
-            device=device,
-        )
     actual = checksum32(raw[:_CHECKSUM_OFFSET])
-    if actual != fields["checksum"]:
-        raise ChecksumError(
-            "partition label checksum mismatch",
-            field="checksum",
-            offset=offset + _CHECKSUM_OFFSET,
-            expected=actual,
-            found=fields["checksum"],
-            device=device,
-        )
-    for name, known in (("pattern_kind", _KINDS), ("copy", _COPIES)):
-        if fields[name] not in known:
-            raise CorruptDataError(
-                "impossible partition label value",
-                field=name,
-                device=device,
-                offset=offset,
-                expected=sorted(known),
-                found=fields[name],
-            )
+    bad = "impossible partition label value"
+    rows: tuple[tuple[bool, _Check], ...] = (
+        (fields["magic"] == LABEL_MAGIC,
+         (BadMagicError, "no diskdump partition label", "magic", 0x00, LABEL_MAGIC)),
+        (fields["version"] == LABEL_VERSION and fields["label_size"] == LABEL_SIZE,
+         (UnsupportedVersionError, "unsupported partition label version", "version", 0x08,
+          LABEL_VERSION)),
+        (fields["checksum"] == actual,
+         (ChecksumError, "partition label checksum mismatch", "checksum", _CHECKSUM_OFFSET,
+          actual)),
+        (fields["pattern_kind"] in _KINDS,
+         (CorruptDataError, bad, "pattern_kind", 0x40, sorted(_KINDS))),
+        (fields["copy"] in _COPIES, (CorruptDataError, bad, "copy", 0x44, sorted(_COPIES))),
+    )  # fmt: skip
+    for ok, (error, what, name, field_offset, expected) in rows:
+        if not ok:
+            raise error(what, field=name, offset=offset + field_offset, expected=expected,
+                        found=fields[name], device=device)  # fmt: skip
 
 
 assert PartitionLabel.SIZE == LABEL_SIZE
@@ -455,14 +424,19 @@ class BlockPattern:
         self._stamp(out, lba, block_count)
         return out
 
-    def fill(self, out: bytearray | memoryview, lba: int) -> None:
+    def fill(self, out: bytearray | memoryview, lba: int, *, holds_lba: int | None = None) -> None:
         """Write the pattern of blocks ``[lba, lba + len(out) // block_size)`` into ``out``.
 
         For a writer that needs its own (for example page-aligned) buffer:
-        one slice copy and one strided store per call.
+        one slice copy and one strided store per call. A writer that reuses a
+        buffer may say what it holds: if ``out`` already holds the pattern of
+        the same number of blocks from ``holds_lba``, and ``holds_lba`` and
+        ``lba`` select the same fill (equal modulo the period), only the lba
+        fields are rewritten and the copy is skipped.
 
         :param out: a writable buffer of 1 .. max_blocks whole blocks
         :param lba: lba of the first block of ``out``
+        :param holds_lba: lba whose pattern ``out`` holds now, if any
         """
         bs = self.block_size
         count = len(out) // bs
@@ -470,7 +444,8 @@ class BlockPattern:
             raise ValueError(f"buffer of {len(out)} bytes is not 1..{self.max_blocks} blocks")
         rot = lba % self.period_blocks
         view = memoryview(out)
-        view[:] = self._stream_view[rot * bs : (rot + count) * bs]  # one copy, no temporary
+        if holds_lba is None or holds_lba % self.period_blocks != rot:
+            view[:] = self._stream_view[rot * bs : (rot + count) * bs]  # one copy, no temporary
         self._stamp(view, lba, count)
 
     def _stamp(self, out: bytearray | memoryview, lba: int, block_count: int) -> None:

@@ -113,7 +113,10 @@ class VmcoreInfo:
         return int(self._value(key, _UNSIGNED, "a decimal number"), 10)
 
     def _signed(self, key: str) -> int:
-        return int(self._value(key, _SIGNED, "a signed decimal or 0x-hex number"), 0)
+        value = self._value(key, _SIGNED, "a signed decimal or 0x-hex number")
+        # Base by prefix, never int(value, 0): a decimal with a leading zero ("0943")
+        # is an error for base 0 (found by fuzzing); the kernel prints %ld, so decimal.
+        return int(value, 16) if value[:2] in ("0x", "0X") else int(value, 10)
 
     @property
     def osrelease(self) -> str:

@@ -33,7 +33,7 @@ import logging
 import struct
 from dataclasses import dataclass
 
-from diskdump.errors import CorruptDataError
+from diskdump.errors import CorruptDataError, ExcludedPageError
 from diskdump.formats.memsource import MemorySource
 from diskdump.formats.vmcoreinfo import VmcoreInfo
 
@@ -183,6 +183,13 @@ class KernelMemory:
         :raises ExcludedPageError: a page in the range is not in the dump
         """
         page = self.page_size
+        first, offset = divmod(paddr, page)
+        count = -(-(offset + size) // page)
+        if count > 1:
+            try:  # one call for the common case: the pages lie in one data run
+                return self.source.read_pages(first, count)[offset : offset + size]
+            except ExcludedPageError:
+                pass  # page by page: the error then names the first missing page
         out = bytearray()
         while size > 0:
             pfn, offset = divmod(paddr, page)

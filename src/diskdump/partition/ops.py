@@ -199,15 +199,7 @@ def check_formattable(device: DumpDevice, *, force: bool = False) -> list[str]:
     findings: list[str] = []
     if sanity.health is Health.MAYBE:
         findings.append(f"sanity check says maybe: {sanity.reason}")
-    path = getattr(device, "path", None)
-    if isinstance(path, str):
-        try:
-            signatures = probe_signatures(path)
-        except DeviceRefusedError as err:
-            findings.append(str(err))
-        else:
-            if signatures:
-                findings.append(f"it carries {describe_signatures(signatures)}")
+    findings.extend(_foreign_signatures(device))
     findings.extend(_unsaved_dump(device))
     if findings and not force:
         raise DeviceRefusedError(
@@ -218,6 +210,18 @@ def check_formattable(device: DumpDevice, *, force: bool = False) -> list[str]:
     for finding in findings:
         log.warning("%s: formatting anyway (--force): %s", device.name, finding)
     return findings
+
+
+def _foreign_signatures(device: DumpDevice) -> list[str]:
+    # drivers backed by a path (file, block) expose it as .path; a memory device has none
+    path = getattr(device, "path", None)
+    if not isinstance(path, str):
+        return []
+    try:
+        signatures = probe_signatures(path)
+    except DeviceRefusedError as err:
+        return [str(err)]
+    return [f"it carries {describe_signatures(signatures)}"] if signatures else []
 
 
 def _unsaved_dump(device: DumpDevice) -> list[str]:
@@ -258,9 +262,19 @@ def format_device(
         )
     if check:
         check_formattable(device, force=force)
+    label = _label_for(device, uuid, reserve_blocks)
+    device.quiesce()
+    _write_partition(device, label, progress)
+    log.info("%s: formatted, uuid %s, %d data blocks", device.name, label.uuid, label.data_blocks)
+    return label
+
+
+def _label_for(
+    device: DumpDevice, uuid: uuid_mod.UUID | None, reserve_blocks: int
+) -> PartitionLabel:
     geo = device.geometry
     try:
-        label = new_label(geo.block_count, uuid=uuid, reserve_blocks=reserve_blocks)
+        return new_label(geo.block_count, uuid=uuid, reserve_blocks=reserve_blocks)
     except CorruptDataError as err:
         raise DeviceTooSmallError(
             "device too small for the reserve it was asked for",
@@ -268,14 +282,17 @@ def format_device(
             expected=f">= {reserve_blocks + MIN_DATA_BLOCKS} blocks",
             found=f"{geo.block_count} blocks",
         ) from err
-    device.quiesce()
+
+
+def _write_partition(device: DumpDevice, label: PartitionLabel, progress: Progress | None) -> None:
+    # labels go first to zero and last to their contents: a format cut short has none
     io = BlockIO(device)
     zero = bytearray(BLOCK_SIZE)
     for lba in (0, BACKUP_LABEL_LBA):
         io.write(lba, zero)
     device.flush()
     pattern = BlockPattern(label, CHUNK_BLOCKS)
-    total = geo.size
+    total = device.geometry.size
     _write_pattern(io, pattern, label.data_extent, progress, done=0, total=total)
     _write_zeros(io, 1, label.reserve_blocks)
     device.flush()
@@ -284,8 +301,6 @@ def format_device(
     device.flush()
     if progress is not None:
         progress(total, total)
-    log.info("%s: formatted, uuid %s, %d data blocks", device.name, label.uuid, label.data_blocks)
-    return label
 
 
 def _write_zeros(io: BlockIO, first_lba: int, end_lba: int) -> None:
@@ -321,13 +336,19 @@ def _write_pattern(
 ) -> int:
     """Write the pattern over ``extent``; return ``done`` plus the bytes written."""
     views = _buffers()
+    # what each buffer holds: (lba, blocks); a full chunk only needs its lbas restamped
+    holds: list[tuple[int, int] | None] = [None] * IO_DEPTH
     in_flight: deque[Future[None]] = deque()
     with ThreadPoolExecutor(max_workers=IO_DEPTH, thread_name_prefix="diskdump-write") as pool:
         for index, (lba, count) in enumerate(_chunks(extent)):
             if len(in_flight) == IO_DEPTH:
                 in_flight.popleft().result()  # frees buffer index % IO_DEPTH
-            view = views[index % IO_DEPTH][: count * BLOCK_SIZE]
-            pattern.fill(view, lba)
+            slot = index % IO_DEPTH
+            view = views[slot][: count * BLOCK_SIZE]
+            held = holds[slot]
+            same_size = held is not None and held[1] == count
+            pattern.fill(view, lba, holds_lba=held[0] if held is not None and same_size else None)
+            holds[slot] = (lba, count)
             in_flight.append(pool.submit(io.write, lba, view))
             done += count * BLOCK_SIZE
             if progress is not None:

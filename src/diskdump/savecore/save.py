@@ -35,7 +35,7 @@ import signal
 import socket
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from enum import Enum
 from typing import Any, BinaryIO
 
@@ -58,11 +58,18 @@ from diskdump.savecore.scan import FoundDump, scan_device
 from diskdump.savecore.store import INFO_JSON, TOOL_NAME, CrashDirectory, StorePolicy
 
 __all__ = [
+    "DMESG_NAME",
+    "INFO_TXT",
     "KILL_HOOK_ENV",
     "STEPS",
+    "VMCORE_NAME",
     "DeviceReport",
     "Outcome",
     "SaveOptions",
+    "build_info",
+    "render_info_text",
+    "reports_to_exit_kind",
+    "run_savecore",
     "save_name",
 ]
 
@@ -176,7 +183,6 @@ class DeviceReport:
     error: DiskdumpError | None = None
     vmcore_size: int = 0
     elapsed: float = 0.0
-    extra: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain data for JSON output."""
@@ -549,8 +555,9 @@ def _write_vmcore(
     if options.format == "elf":
         convert(image, out, format="elf", level=_ELF_LEVEL, progress=progress)
         return
+    workers = len(os.sched_getaffinity(0))  # zlib and zstd release the GIL
     write_kdump(image, out, compress=options.compress, level=DUMP_LEVEL_ZERO,
-                utsname=source_utsname(image), progress=progress)  # fmt: skip
+                utsname=source_utsname(image), progress=progress, threads=workers)  # fmt: skip
 
 
 def _container(image: DumpImage) -> ContainerInfo:
