@@ -49,8 +49,9 @@ def test_refuses_sparse_small_missing_and_non_regular(tmp_path: Path) -> None:
     too_small = r"image file too small on .*small.img: expected '>= 4096 bytes', got '100 bytes'"
     with pytest.raises(DeviceTooSmallError, match=too_small):
         FileDevice(small)
-    with pytest.raises(DeviceNotReadyError, match=r"cannot open: No such file .*missing.img"):
+    with pytest.raises(DeviceNotReadyError, match=r"cannot open: No such file .*missing.img") as e:
         FileDevice(tmp_path / "missing.img")
+    assert e.value.hint == "create a preallocated image with fallocate -l SIZE FILE"
     with pytest.raises(DeviceNotReadyError, match=r"not a regular file on /dev/null"):
         FileDevice("/dev/null")
 
@@ -112,3 +113,17 @@ def test_file_without_o_direct_falls_back_to_buffered_io(tmp_path: Path) -> None
         assert reason == "preallocated image file, buffered (no O_DIRECT on this filesystem) i/o"
     finally:
         subprocess.run([umount, str(tmp_path)], check=False)
+
+
+def test_exclusive_lock_and_write_errors(tmp_path: Path) -> None:
+    image = make_image(tmp_path / "l.img", 16 * BS)
+    with FileDevice(image, writable=True) as first, FileDevice(image, writable=True) as second:
+        first.quiesce()
+        with pytest.raises(
+            DeviceNotReadyError, match=r"image file is locked by another process on .*l.img"
+        ):
+            second.quiesce()
+    with FileDevice(image) as read_only, pytest.raises(
+        DeviceIOError, match=r"write failed: Bad file descriptor at offset 0x2000 .*EBADF"
+    ):
+        read_only.rw_block(Op.WRITE, 2, bytearray(BS))

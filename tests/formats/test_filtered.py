@@ -330,3 +330,37 @@ def test_run_arithmetic_matches_sets(a: list[PfnRun], b: list[PfnRun]) -> None:
     assert _pfns(subtract_runs(a, b)) == _pfns(a) - _pfns(b)
     assert _pfns(intersect_runs(a, b)) == _pfns(a) & _pfns(b)
     assert merge_runs(subtract_runs(a, b)) == subtract_runs(a, b)
+
+
+class BlobReader:
+    """Kernel-virtual reads from one bytes blob mapped at ``base``."""
+
+    def __init__(self, base: int, blob: bytes) -> None:
+        self.base, self.blob = base, blob
+
+    def read_virt(self, vaddr: int, size: int) -> bytes:
+        offset = vaddr - self.base
+        assert offset >= 0 and offset + size <= len(self.blob)
+        return self.blob[offset : offset + size]
+
+
+@given(
+    mem_map=st.integers(1 << 20, 1 << 40).map(lambda n: DIRECT + n * 64),
+    flags=st.lists(st.integers(0, 0x3F), min_size=8, max_size=8),
+)
+def test_section_mem_map_round_trip(mem_map: int, flags: list[int]) -> None:
+    """Encoding as sparse_encode_mem_map does, then decoding, gives back each section's mem_map."""
+    info = vmcoreinfo()
+    sparse = SparseLayout.from_vmcoreinfo(info)
+    block = bytearray(128 * SIZE_MEM_SECTION)
+    for nr, bits in enumerate(flags):
+        coded = (mem_map - nr * PER_SECTION * 64) & ((1 << 64) - 1)
+        struct.pack_into("<Q", block, nr * SIZE_MEM_SECTION, coded | bits)
+    root = DIRECT + ROOT_PFN * PAGE
+    blob = bytearray((BLOCK_PFN - ROOT_PFN) * PAGE + len(block))
+    struct.pack_into("<Q", blob, 0, DIRECT + BLOCK_PFN * PAGE)
+    blob[(BLOCK_PFN - ROOT_PFN) * PAGE :] = block
+    got = list(iter_mem_map(BlobReader(root, bytes(blob)), sparse, 8 * PER_SECTION))
+    valid = [nr for nr, bits in enumerate(flags) if bits & 3 == 3]
+    assert [r.start_pfn // PER_SECTION for r in got] == valid
+    assert all(r.mem_map == mem_map for r in got)

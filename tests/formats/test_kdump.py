@@ -478,3 +478,18 @@ def test_reading_a_page_whose_codec_is_missing(
     monkeypatch.setitem(__import__("sys").modules, "lzo", None)
     with KdumpFile.open(path) as kfile, pytest.raises(CodecUnavailableError, match=r"lzo"):
         kfile.read_pages(0x100, 0x600)
+
+
+def test_bitmap_runs_across_scan_blocks() -> None:
+    # 4096 bitmap bytes = 32768 pfns per scan block; runs straddle the block boundaries
+    runs = [
+        PfnRun(32700, 32900),
+        PfnRun(65535, 65537),
+        PfnRun(98303, 98305),
+        PfnRun(131071, 131072),
+    ]
+    bitmap = runs_to_bitmap(runs, 0, 131072)
+    assert len(bitmap) == 16384
+    assert bitmap_to_runs(bitmap, 131072) == runs
+    assert bitmap_to_runs(bytes(16384), 131072) == []
+    assert bitmap_to_runs(b"\xff" * 16384, 131072) == [PfnRun(0, 131072)]

@@ -122,7 +122,17 @@ def test_legacy_printk_log_loop_and_overrun() -> None:
         _read(kernel)
     memory[buf : buf + 1024] = saved
     struct.pack_into("<I", memory, first_idx, 1020)
-    with pytest.raises(CorruptDataError, match=r"printk_log header runs past log_buf"):
+    with pytest.raises(CorruptDataError, match=r"printk_log header runs past log_buf in field "
+                       r"log_first_idx: expected 'index < 0x400', got 'index 0x3fc'"):  # fmt: skip
+        _read(kernel)
+    struct.pack_into("<I", memory, first_idx, 0)
+    struct.pack_into("<H", memory, buf + 10, 2000)  # text_len of the record at 0
+    with pytest.raises(CorruptDataError, match=r"printk_log record runs past log_buf"):
+        _read(kernel)
+    memory[buf : buf + 1024] = saved
+    struct.pack_into("<I", memory, first_idx - 4, 0x7FFFFFFF)  # log_buf_len
+    with pytest.raises(CorruptDataError, match=r"printk log buffer has an absurd size in field "
+                       r"log_buf_len: got 0x7fffffff"):  # fmt: skip
         _read(kernel)
 
 

@@ -54,6 +54,10 @@ CASES = {
     "odd-records": {"records": ODD_RECORDS, "desc_count_bits": 4, **SMALL},
     "many-small-rings": {"boot_records": 300, "desc_count_bits": 6, "text_size_bits": 11, **SMALL},
     "legacy-5.4": {"legacy_printk": True, "release": "5.4.0-200-generic", **SMALL},
+    "ram-holes": {
+        "gbpages": False,
+        "ram_ranges": [(0x1000, 0x9F000), (0x100000, 0x1700000), (0x1900000, 64 * MIB)],
+    },
 }
 
 

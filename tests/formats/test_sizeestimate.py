@@ -20,6 +20,7 @@ from diskdump.formats.sizeestimate import (
     estimate_source,
     kdump_file_size,
     parse_meminfo,
+    parse_zoneinfo,
 )
 from tests.formats.test_filtered import RAM, ZERO_PFNS, build_machine
 
@@ -85,17 +86,49 @@ def test_estimate_from_meminfo_states_its_margin() -> None:
         estimate_meminfo({}, 1)
 
 
+ZONEINFO = """\
+Node 0, zone      DMA
+  per-node stats
+      nr_inactive_anon 12
+  pages free     3840
+        spanned  4095
+        present  3998
+        managed  3840
+Node 0, zone    DMA32
+        spanned  126944
+        present  1026944
+        managed  113202
+"""
+
+
+def test_ram_comes_from_zoneinfo_when_present() -> None:
+    present = parse_zoneinfo(ZONEINFO)
+    assert present == 3998 + 1026944
+    counters = parse_meminfo(MEMINFO)
+    with_zones = estimate_meminfo(counters, 16, present_pages=present)
+    assert with_zones.ram_pages == present
+    assert with_zones.kept_pages == present - 2000000 // 4
+    assert with_zones.note.startswith("from /proc/zoneinfo and meminfo")
+
+
 def test_running_system_falls_back_to_meminfo(tmp_path: Path) -> None:
     meminfo = tmp_path / "meminfo"
     meminfo.write_text(MEMINFO)
+    zoneinfo = tmp_path / "zoneinfo"
+    zoneinfo.write_text(ZONEINFO)
     estimate = estimate_running_system(
-        17, kcore_path=str(tmp_path / "no-kcore"), meminfo_path=str(meminfo)
+        17,
+        kcore_path=str(tmp_path / "no-kcore"),
+        meminfo_path=str(meminfo),
+        zoneinfo_path=str(zoneinfo),
     )
-    assert estimate.method == "meminfo"
+    assert estimate.method == "meminfo" and estimate.ram_pages == parse_zoneinfo(ZONEINFO)
     not_elf = tmp_path / "kcore"
     not_elf.write_bytes(b"\0" * 64)
-    again = estimate_running_system(17, kcore_path=str(not_elf), meminfo_path=str(meminfo))
-    assert again == estimate
+    again = estimate_running_system(
+        17, kcore_path=str(not_elf), meminfo_path=str(meminfo), zoneinfo_path="/nonexistent"
+    )
+    assert again.method == "meminfo" and again.ram_pages == 1000000
 
 
 def test_running_system_uses_kcore(tmp_path: Path) -> None:

@@ -9,6 +9,8 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from diskdump.errors import NotThisFormatError
 from diskdump.formats.detect import (
@@ -161,6 +163,13 @@ def test_live_dump_has_no_crashing_cpu() -> None:
     )
 
 
+def test_absurd_crashtime_is_a_warning() -> None:
+    kernel = build_kernel(crash_time=10**20, **SMALL)
+    summary = _summary(kernel)
+    assert summary.crash_time is None
+    assert f"crash time {10**20} is not a representable date" in summary.warnings
+
+
 def test_incomplete_dump_and_unreadable_log() -> None:
     kernel = build_kernel(**SMALL)
     ring_pfn = (32 * MIB - MIB) // 4096
@@ -261,3 +270,32 @@ def test_real_qemu_flattened_dump_warns_about_phys_base() -> None:
     assert flat.format == "kdump-flattened" and flat.compression == "zlib"
     assert any("disagrees with VMCOREINFO NUMBER(phys_base)" in w for w in flat.warnings)
     assert flat.memory_bytes == elf.memory_bytes and flat.cpus == elf.cpus == 2
+
+
+_FUZZ = build_kernel(**SMALL)
+
+
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    edits=st.lists(
+        st.tuples(st.integers(0, 200), st.sampled_from(["", "-1", "0", "zz", "ffffffffffffffff"])),
+        max_size=4,
+    ),
+    note_cut=st.integers(0, 40),
+)
+def test_summary_never_raises_on_damaged_vmcoreinfo(edits: list[tuple[int, str]], note_cut: int):
+    """Any VMCOREINFO value broken, or the note blob cut short: a summary with warnings."""
+    lines = _FUZZ.vmcoreinfo.splitlines()
+    for index, value in edits:
+        key = lines[index % len(lines)].split("=", 1)[0]
+        lines[index % len(lines)] = f"{key}={value}"
+    saved = _FUZZ.source.notes
+    try:
+        _renote(_FUZZ, "".join(line + "\n" for line in lines), _FUZZ.prstatus)
+        if note_cut:
+            _FUZZ.source.notes = _FUZZ.source.notes[:-note_cut]
+        summary = summarize(_FUZZ.source)
+    finally:
+        _FUZZ.source.notes = saved
+    assert summary.memory_bytes == 32 * MIB - 0x61000
+    assert summary.warnings or (not edits and not note_cut) or summary.panic is not None

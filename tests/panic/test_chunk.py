@@ -196,3 +196,30 @@ def test_chunk_corrupt_fields() -> None:
     )
     with pytest.raises(CorruptDataError, match=r"chunk payload does not decompress"):
         decode_payload(lying, garbage)
+
+
+@given(
+    st.lists(st.sampled_from(list(PageState)), min_size=1, max_size=96),
+    st.sampled_from(["none", "zlib", "zstd"]),
+    st.integers(0, 2**40),
+    st.binary(min_size=1, max_size=64),
+)
+def test_build_and_decode_round_trip(
+    states: list[PageState], name: str, pfn: int, seed: bytes
+) -> None:
+    raw_states = bytes(states)
+    present = raw_states.count(PageState.PRESENT)
+    raw = (seed * (present * PS // len(seed) + 1))[: present * PS]
+    data = build_chunk(
+        sequence=3,
+        dump_id=b"r" * 16,
+        start_pfn=pfn,
+        states=raw_states,
+        raw=raw,
+        codec=get_codec(name),
+        block_size=BS,
+    )
+    head = ChunkHeader.unpack(data, page_size=PS)
+    assert head.states == raw_states and head.start_pfn == pfn and head.raw_size == len(raw)
+    payload = data[CHUNK_HEADER_SIZE : CHUNK_HEADER_SIZE + head.payload_size]
+    assert decode_payload(head, payload) == raw

@@ -156,3 +156,25 @@ def test_pages_not_held_raise_excluded() -> None:
     with pytest.raises(ExcludedPageError, match=r"^page was excluded from the dump"):
         image.read_pages(missing, 1)
     assert image.pages_held == sum(r.pages for r in src.data_runs())
+
+
+def test_cut_before_the_metadata_is_no_dump_but_has_extents() -> None:
+    dev, label, _ = _dumped()
+    head = DumpHeader.unpack(_block(dev, 2999))
+    first = head.finished(
+        status=DumpStatus.INCOMPLETE, data_end_lba=head.data_lba, chunk_count=0, pages_written=0
+    )
+    _put(dev, label.reserve_blocks, header_block(first))
+    _put(dev, 2999, bytes(BS))
+    dev.data[head.meta_lba * BS + 3] ^= 1  # the metadata write never completed
+    with pytest.raises(
+        NotThisFormatError,
+        match=r"^dump was cut short before its metadata was "
+        r"written in field meta_crc at offset 0x101000",
+    ):
+        open_dump(BlockIO(dev), label.reserve_blocks)
+    found = read_dump_headers(BlockIO(dev), label.reserve_blocks)
+    assert found.header.extents()[0] == (
+        label.reserve_blocks,
+        head.data_lba + head.max_chunk_blocks - label.reserve_blocks,
+    )

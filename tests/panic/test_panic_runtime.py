@@ -112,3 +112,22 @@ def test_crash_mode_blocks_signals_locks_memory_and_restores() -> None:
             assert locked and int(locked[0].split()[1]) > 0
     assert signal.SIGINT not in signal.pthread_sigmask(signal.SIG_BLOCK, [])
     assert gc.isenabled()
+
+
+_IMPORTS_IN_CRASH_MODE: list[str] = []
+
+
+def _audit(event: str, args: tuple[object, ...]) -> None:
+    if event == "import" and runtime.crashdump_mode():
+        _IMPORTS_IN_CRASH_MODE.append(str(args[0]))
+
+
+def test_no_imports_after_entering_crashdump_mode() -> None:
+    import sys
+
+    sys.addaudithook(_audit)  # hooks cannot be removed; this one only looks at a flag
+    for codec in ("zstd", "zlib", "lzo", "snappy", "none"):
+        dev, _ = formatted(blocks=3000)
+        result = write_dump(small_source(2), state(), [dev], settings(codec=codec))
+        assert result.complete
+    assert _IMPORTS_IN_CRASH_MODE == []

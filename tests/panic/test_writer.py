@@ -229,3 +229,18 @@ def test_every_codec_writes_a_readable_dump() -> None:
         payload = {c.header.codec for c in image.chunks}
         assert payload <= {0, int(image.header.codec)}, codec
     assert CHUNK_HEADER_SIZE == 512
+
+
+def test_device_without_room_for_the_metadata_is_abandoned() -> None:
+    tiny, _ = formatted(blocks=256 + 20, name="tiny")
+    dev, _ = formatted(name="roomy")
+    result = write_dump(kernel().source, state(), [tiny, dev], settings())
+    assert result.device == "roomy" and result.complete
+    assert any(
+        re.match(
+            r"tiny: abandoned: dump area cannot hold the headers, the metadata "
+            r"and one chunk on tiny: expected '\d+ blocks', got '276 blocks'$",
+            e,
+        )
+        for e in result.events
+    )

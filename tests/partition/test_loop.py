@@ -55,7 +55,8 @@ def _mounted(dev: str, where: Path) -> Iterator[None]:
 def test_mounted_ext4_is_refused_even_with_force(
     loop: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    run(need_tool("mkfs.ext4"), "-q", loop)
+    # no lazy init: ext4lazyinit would write to the device while it is mounted (and hashed)
+    run(need_tool("mkfs.ext4"), "-q", "-E", "lazy_itable_init=0,lazy_journal_init=0", loop)
     with _mounted(loop, tmp_path / "mnt"):
         err = _refused(loop, capsys, "--force")
         assert re.search(rf"refusing to format: mounted on {tmp_path}/mnt .* on {loop}", err)
@@ -75,7 +76,7 @@ def test_mounted_partition_of_the_disk_is_refused(
     dev = run(losetup, "--find", "--show", "--partscan", str(image)).stdout.strip()
     try:
         part = _partition_node(dev, tmp_path)
-        run(need_tool("mkfs.ext4"), "-q", part)
+        run(need_tool("mkfs.ext4"), "-q", "-E", "lazy_itable_init=0,lazy_journal_init=0", part)
         with _mounted(part, tmp_path / "mnt"):
             err = _refused(dev, capsys, "--force")
             assert f"refusing to format: mounted on {tmp_path}/mnt" in err

@@ -14,7 +14,9 @@ import pytest
 
 from diskdump.devices import open_device
 from diskdump.formats.partition import PartitionLabel
-from diskdump.partition.ops import find_dump, format_device, read_label, verify_device
+from diskdump.partition.label import find_dump, read_label
+from diskdump.partition.ops import format_device
+from diskdump.partition.verify import verify_device
 from tests.builders.kernel import MIB, SyntheticKernel, build_kernel
 from tests.savecore.dumpbuilder import Knobs, write_dump
 

@@ -33,7 +33,7 @@ from diskdump.savecore.save import (
     save_name,
 )
 from tests.builders.kernel import SyntheticKernel
-from tests.conftest import need_root
+from tests.conftest import need, need_root, need_tool
 from tests.savecore.conftest import (
     DumpFactory,
     device_state,
@@ -240,6 +240,10 @@ def test_bad_options_are_refused_before_any_io(tmp_path: Path) -> None:
         run_savecore([DeviceSpec("x")], SaveOptions(dir=str(tmp_path / "c"), format="tar"))
     with pytest.raises(ConfigError, match=r"no dump device given in field device"):
         run_savecore([], SaveOptions(dir=str(tmp_path / "c")))
+    with pytest.raises(ConfigError, match=r"unknown page codec in field compress: .*got 'gzip'"):
+        run_savecore([DeviceSpec("x")], SaveOptions(dir=str(tmp_path / "c"), compress="gzip"))
+    with pytest.raises(ConfigError, match=r"min_free and max_dumps must not be negative"):
+        run_savecore([DeviceSpec("x")], SaveOptions(dir=str(tmp_path / "c"), max_dumps=-1))
     assert not (tmp_path / "c").exists()
 
 
@@ -271,3 +275,24 @@ def test_full_crash_filesystem_refuses_and_keeps_the_dump(
     finally:
         subprocess.run(["umount", str(crash)], check=True)
     assert digest(image) == before
+
+
+def test_reinit_failure_keeps_the_save_and_a_rerun_finishes(
+    dumped: DumpFactory, crash_dir: Path
+) -> None:
+    need_root()
+    chattr = need_tool("chattr")
+    image = dumped()
+    immutable = subprocess.run([chattr, "+i", str(image)], capture_output=True, text=True)
+    need(immutable.returncode == 0, f"chattr +i does not work here: {immutable.stderr.strip()}")
+    try:
+        (report,) = _run(crash_dir, image)
+    finally:
+        subprocess.run([chattr, "-i", str(image)], check=True)
+    assert report.outcome is Outcome.FAILED and report.directory and not report.reinitialised
+    assert isinstance(report.error, DeviceNotReadyError)
+    assert re.search(r"cannot open.*Operation not permitted", str(report.error))
+    assert len(saves(crash_dir)) == 1 and device_state(image)[:2] == (True, True)
+    (rerun,) = _run(crash_dir, image)
+    assert rerun.outcome is Outcome.ALREADY_SAVED and rerun.reinitialised
+    assert device_state(image) == (False, False, True) and len(saves(crash_dir)) == 1

@@ -55,6 +55,12 @@ from diskdump.formats.kdump_read import KdumpFile
 from diskdump.formats.memmap import MemMapRange, SparseLayout, iter_mem_map
 from diskdump.formats.memsource import PfnRun, merge_runs, runs_page_count
 from diskdump.formats.pagetypes import PageLayout
+from diskdump.formats.sizeestimate import (
+    estimate_meminfo,
+    estimate_source,
+    parse_meminfo,
+    parse_zoneinfo,
+)
 from diskdump.formats.x86_64 import KernelMemory
 from diskdump.vm import QmpVmcores, fetch_busybox, fetch_kernel
 from diskdump.vm.assets import cache_dir, cache_lock
@@ -84,11 +90,15 @@ for n in 1 2; do
     sh -c 'blob=$(head -c 8388608 /dev/zero | tr "\\0" "U"); sleep 100000; echo $blob' &
 done
 sleep 3
-say "levels: $(grep -E 'HugePages_Total|AnonHugePages|ShmemHugePages' /proc/meminfo | tr -s ' ')"
+sed 's/^/DISKDUMP-MEMINFO: /' /proc/meminfo
+sed 's/^/DISKDUMP-ZONEINFO: /' /proc/zoneinfo
 say "levels workload ready"
 while true; do sleep 60; done
 """
 BUSY_READY = r"DISKDUMP-VM: levels workload ready"
+#: prefix of the guest's /proc/meminfo lines on its console, printed just before the dump
+MEMINFO_PREFIX = "DISKDUMP-MEMINFO: "
+ZONEINFO_PREFIX = "DISKDUMP-ZONEINFO: "
 #: seconds from QEMU start to the ready marker (about 20 s here under TCG)
 BUSY_BOOT_TIMEOUT = 300.0
 #: makedumpfile keeps a zero page's bit and points its descriptor at one shared page
@@ -180,8 +190,9 @@ def busy_vmcore(series: str) -> QmpVmcores:
     """dump-guest-memory of the busier guest (cached as vmcores/levels-<release>.elf)."""
     assets = fetch_kernel(series)
     out = cache_dir() / "vmcores" / f"levels-{assets.release}.elf"
+    console = out.with_suffix(".console.log")
     with cache_lock(f"levels-{assets.release}"):
-        if not out.is_file():
+        if not (out.is_file() and console.is_file()):
             with tempfile.TemporaryDirectory(prefix="diskdump-levels-") as tmp:
                 work = Path(tmp)
                 image = Initramfs()
@@ -195,10 +206,10 @@ def busy_vmcore(series: str) -> QmpVmcores:
                 with Guest(spec, work) as guest:
                     guest.wait_for(BUSY_READY, BUSY_BOOT_TIMEOUT)
                     guest.dump_memory(work / "dump.elf", "elf")
-                    log.warning("%s", guest.console().splitlines()[-2:])
+                shutil.copyfile(work / "console.log", console)
                 os.chmod(work / "dump.elf", 0o600)
                 shutil.move(work / "dump.elf", out)
-    return QmpVmcores(release=assets.release, elf=out, kdump_flat=out, console_log=out)
+    return QmpVmcores(release=assets.release, elf=out, kdump_flat=out, console_log=console)
 
 
 @pytest.fixture(
@@ -317,3 +328,29 @@ def test_numpy_and_python_walks_agree(kernel: Kernel) -> None:
         "%s: %d struct pages classified: numpy %.0f pages/s, python %.0f pages/s",
         kernel.info.osrelease, pages, pages / times[True], pages / times[False],
     )  # fmt: skip
+
+
+@pytest.mark.parametrize("kernel_series", KERNELS)
+def test_meminfo_estimate_covers_the_real_size(kernel_series: str) -> None:
+    """The /proc/meminfo estimate plus its margin covers the exact size of the same memory."""
+    need_vm_tools()
+    dumps = busy_vmcore(kernel_series)
+    console = dumps.console_log.read_text(errors="replace").splitlines()
+
+    def lines(prefix: str) -> str:
+        return "\n".join(line.split(prefix, 1)[1] for line in console if prefix in line)
+
+    meminfo = parse_meminfo(lines(MEMINFO_PREFIX))
+    present = parse_zoneinfo(lines(ZONEINFO_PREFIX))
+    assert "MemTotal" in meminfo and present > 0
+    with ElfVmcore.open(dumps.elf) as source:
+        for level in (0, 2, 8, 16, 30):
+            exact = estimate_source(source, level)
+            guess = estimate_meminfo(meminfo, level, present_pages=present)
+            error = guess.predicted_size - guess.margin_size - exact.predicted_size
+            log.warning(
+                "%s level %d: exact %d bytes, meminfo %d + margin %d (error %+d)",
+                dumps.release, level, exact.predicted_size,
+                guess.predicted_size - guess.margin_size, guess.margin_size, error,
+            )  # fmt: skip
+            assert abs(error) <= guess.margin_size

@@ -209,6 +209,9 @@ class FileDevice(DumpDevice):
             f"cannot open: {last.strerror}",
             device=self.path,
             found=errno.errorcode.get(last.errno or 0),
+            hint="create a preallocated image with fallocate -l SIZE FILE"
+            if last.errno == errno.ENOENT
+            else None,
         )
 
     @property

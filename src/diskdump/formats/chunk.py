@@ -43,6 +43,7 @@ import logging
 import struct
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from diskdump._binary import checksum32
 from diskdump.errors import (
@@ -105,7 +106,7 @@ def pack_states(states: Sequence[int]) -> bytes:
     return bytes(out)
 
 
-def unpack_states(packed: bytes | memoryview, page_count: int) -> bytes:
+def unpack_states(packed: bytes | bytearray | memoryview, page_count: int) -> bytes:
     """One byte per page (a :class:`PageState` value) from the 2-bit state map."""
     return bytes(
         (packed[i // _PAGES_PER_BYTE] >> (_STATE_BITS * (i % 4))) & _STATE_MASK
@@ -160,7 +161,12 @@ class ChunkHeader:
 
     @classmethod
     def unpack(
-        cls, buf: bytes | memoryview, *, page_size: int, device: str | None = None, offset: int = 0
+        cls,
+        buf: bytes | bytearray | memoryview,
+        *,
+        page_size: int,
+        device: str | None = None,
+        offset: int = 0,
     ) -> ChunkHeader:
         """Parse and verify a chunk header; ``offset`` (bytes) feeds error messages.
 
@@ -170,43 +176,8 @@ class ChunkHeader:
         :raises ChecksumError: header crc mismatch
         :raises CorruptDataError: inconsistent counts or states
         """
-        if len(buf) < CHUNK_HEADER_SIZE:
-            raise TruncatedError(
-                "chunk header is cut short",
-                device=device,
-                offset=offset,
-                expected=CHUNK_HEADER_SIZE,
-                found=len(buf),
-            )
-        v = _FIXED.unpack_from(buf)
-        if v[0] != CHUNK_MAGIC:
-            raise BadMagicError(
-                "not a chunk",
-                device=device,
-                offset=offset,
-                field="magic",
-                expected=CHUNK_MAGIC,
-                found=bytes(v[0]),
-            )
-        if v[1] != CHUNK_VERSION:
-            raise UnsupportedVersionError(
-                "unsupported chunk",
-                device=device,
-                offset=offset,
-                field="version",
-                expected=CHUNK_VERSION,
-                found=v[1],
-            )
+        v = _check_fixed(buf, device, offset)
         page_count = v[6]
-        if not 0 < page_count <= MAX_CHUNK_PAGES:
-            raise CorruptDataError(
-                "chunk page count out of range",
-                device=device,
-                offset=offset,
-                field="page_count",
-                expected=f"1..{MAX_CHUNK_PAGES}",
-                found=page_count,
-            )
         smap_end = _FIXED.size + _CRC.size + -(-page_count // _PAGES_PER_BYTE)
         smap = bytes(buf[_FIXED.size + _CRC.size : smap_end])
         (stored,) = _CRC.unpack_from(buf, _FIXED.size)
@@ -271,6 +242,49 @@ class ChunkHeader:
                 start = None
         if start is not None:
             yield self.start_pfn + start, self.end_pfn
+
+
+def _check_fixed(
+    buf: bytes | bytearray | memoryview, device: str | None, offset: int
+) -> tuple[Any, ...]:
+    # size, magic, version and page count, before the checksum is worth computing
+    if len(buf) < CHUNK_HEADER_SIZE:
+        raise TruncatedError(
+            "chunk header is cut short",
+            device=device,
+            offset=offset,
+            expected=CHUNK_HEADER_SIZE,
+            found=len(buf),
+        )
+    v = _FIXED.unpack_from(buf)
+    if v[0] != CHUNK_MAGIC:
+        raise BadMagicError(
+            "not a chunk",
+            device=device,
+            offset=offset,
+            field="magic",
+            expected=CHUNK_MAGIC,
+            found=bytes(v[0]),
+        )
+    if v[1] != CHUNK_VERSION:
+        raise UnsupportedVersionError(
+            "unsupported chunk",
+            device=device,
+            offset=offset,
+            field="version",
+            expected=CHUNK_VERSION,
+            found=v[1],
+        )
+    if not 0 < v[6] <= MAX_CHUNK_PAGES:
+        raise CorruptDataError(
+            "chunk page count out of range",
+            device=device,
+            offset=offset,
+            field="page_count",
+            expected=f"1..{MAX_CHUNK_PAGES}",
+            found=v[6],
+        )
+    return tuple(v)
 
 
 def _codec(value: int, device: str | None, offset: int) -> CompressFlag:

@@ -23,7 +23,12 @@ Deliberate differences from makedumpfile (docs/levels.md, tests/vm/test_levels.p
   stops a level 0/1 dump;
 * a block of struct pages that cannot be read keeps its pages (and is logged),
   where makedumpfile gives up;
-* a compound page's order is trusted only up to 63 and when aligned (as makedumpfile).
+* pfns no mem_map section describes (QEMU's VGA and BIOS regions) are kept;
+  makedumpfile cuts max_mapnr at the last section with a mem_map and drops them.
+
+A kdump writer that stores zero pages as one shared zero page (makedumpfile
+keeps them in its 2nd bitmap) can filter with ``level & ~1`` and spare the
+zero-page scan its second read of every page.
 """
 
 from __future__ import annotations

@@ -32,7 +32,8 @@ from diskdump.formats.vmcoreinfo import VmcoreInfo
 
 __all__ = ["MIN_KERNEL", "OrderSource", "PageLayout"]
 
-#: the compound order and dtor fields shrank to one byte in Linux 4.16 (commit 1d798ca3f164)
+#: the compound order and dtor fields are one byte from Linux 4.16 on (makedumpfile reads
+#: them as UCHAR from KERNEL_VERSION(4, 16, 0), USHORT before)
 MIN_KERNEL = (4, 16)
 _U32 = 0xFFFFFFFF
 

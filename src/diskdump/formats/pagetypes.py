@@ -46,7 +46,7 @@ Compound order and hugetlb, in the order this module tries them: 6.9+
 flags), 6.6-6.8 ``NUMBER(PG_hugetlb)`` (same order byte), 6.3-6.5
 ``OFFSET(folio._folio_order)``/``_folio_dtor``, 4.16-6.2
 ``OFFSET(page.compound_order)``/``compound_dtor`` (one byte each since 4.16,
-commit 1d798ca3f164). Kernels before 4.16 are refused for the struct-page
+as makedumpfile reads them). Kernels before 4.16 are refused for the struct-page
 bits. Verified on Debian's 6.1.0 and 6.12 kernels (tests/vm/test_levels.py).
 
 Two implementations give identical answers (a property test proves it): one

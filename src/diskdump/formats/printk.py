@@ -6,7 +6,9 @@ ring buffer: ``desc_read``, ``get_data``, ``is_blk_wrapped``) and
 kernel/printk/printk.c (``log_buf_vmcoreinfo_setup``: the exported sizes and
 offsets); the variable-length ``struct printk_log`` buffer of Linux 3.5-5.9.
 The text output is that of makedumpfile's ``--dump-dmesg`` (printk.c
-``dump_record``, makedumpfile.c ``dump_log_entry``).
+``dump_record``, makedumpfile.c ``dump_log_entry``). Handled: Linux 3.5-5.9
+and >= 5.10 including the 2025 ``is_blk_wrapped`` change; checked against
+makedumpfile 1.7.2 on real Debian 6.1 and 6.12 kernels (docs/dmesg.md).
 
 Lockless ring (every size and offset is taken from VMCOREINFO)::
 

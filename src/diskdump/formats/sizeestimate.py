@@ -19,11 +19,14 @@ Three ways to count the kept pages, best first:
     by reading the kept pages (a vmcore), or by sampling every
     :data:`KCORE_ZERO_SAMPLE`-th batch of them (live memory changes anyway).
 ``meminfo``
-    /proc/meminfo counters (kB): MemTotal, MemFree (bit 16), Cached + SwapCached
+    RAM is the sum of the zones' ``present`` pages in /proc/zoneinfo (MemTotal
+    lacks the kernel's reserved memory: 54 MB of a 512 MiB guest); excluded
+    are the /proc/meminfo counters (kB) MemFree (bit 16), Cached + SwapCached
     (bit 2), + Buffers (bit 4), AnonPages + Hugetlb (bit 8); zero pages are not
-    knowable. MemTotal lacks the kernel's reserved memory, and the counters
-    move: a margin of :data:`MEMINFO_MARGIN_PERCENT` % of MemTotal (at least
-    :data:`MEMINFO_MARGIN_MIN_SIZE`) is added and stated.
+    knowable. The counters are approximate and move: a margin of
+    :data:`MEMINFO_MARGIN_PERCENT` % of RAM (at least
+    :data:`MEMINFO_MARGIN_MIN_SIZE`) is added and stated. Checked against
+    the exact size of the same memory in tests/vm/test_levels.py.
 """
 
 from __future__ import annotations
@@ -50,12 +53,14 @@ __all__ = [
     "estimate_source",
     "kdump_file_size",
     "parse_meminfo",
+    "parse_zoneinfo",
 ]
 
 log = logging.getLogger(__name__)
 
 KCORE_PATH = "/proc/kcore"
 MEMINFO_PATH = "/proc/meminfo"
+ZONEINFO_PATH = "/proc/zoneinfo"
 #: kdump: disk_dump_header and kdump_sub_header take one block each (formats.md §1.1)
 KDUMP_HEADER_BLOCKS = 2
 #: sizeof(struct page_desc) (formats.md §1.8)
@@ -188,16 +193,29 @@ def parse_meminfo(text: str) -> dict[str, int]:
     return out
 
 
-def estimate_meminfo(meminfo: Mapping[str, int], level: int) -> SizeEstimate:
+def parse_zoneinfo(text: str) -> int:
+    """Sum of the ``present`` pages of every zone in ``/proc/zoneinfo`` text (0 if none)."""
+    total = 0
+    for line in text.splitlines():
+        words = line.split()
+        if len(words) == 2 and words[0] == "present" and words[1].isdigit():
+            total += int(words[1])
+    return total
+
+
+def estimate_meminfo(
+    meminfo: Mapping[str, int], level: int, *, present_pages: int = 0
+) -> SizeEstimate:
     """Estimate from /proc/meminfo counters (kB), with a margin.
 
+    :param present_pages: RAM pages from :func:`parse_zoneinfo`; 0: use MemTotal
     :raises ValueError: level out of range, or MemTotal missing
     """
     validate_level(level)
     if "MemTotal" not in meminfo:
         raise ValueError("/proc/meminfo has no MemTotal")
     pages = {k: v * _KIB // DEFAULT_PAGE_SIZE for k, v in meminfo.items()}
-    total = pages["MemTotal"]
+    total = max(present_pages, pages["MemTotal"])
     excluded: dict[str, int] = {}
     if level & DumpLevel.FREE:
         excluded["free"] = pages.get("MemFree", 0)
@@ -210,12 +228,11 @@ def estimate_meminfo(meminfo: Mapping[str, int], level: int) -> SizeEstimate:
     kept = max(0, total - sum(excluded.values()))
     margin = max(MEMINFO_MARGIN_MIN_SIZE, total * DEFAULT_PAGE_SIZE * MEMINFO_MARGIN_PERCENT // 100)
     note = (
-        f"from /proc/meminfo: +{MEMINFO_MARGIN_PERCENT}% margin (min "
-        f"{MEMINFO_MARGIN_MIN_SIZE >> 20} MiB); zero pages not counted"
-        if level & DumpLevel.ZERO
-        else f"from /proc/meminfo: +{MEMINFO_MARGIN_PERCENT}% margin "
-        f"(min {MEMINFO_MARGIN_MIN_SIZE >> 20} MiB)"
+        f"from /proc/{'zoneinfo and ' if present_pages else ''}meminfo: "
+        f"+{MEMINFO_MARGIN_PERCENT}% margin (min {MEMINFO_MARGIN_MIN_SIZE >> 20} MiB)"
     )
+    if level & DumpLevel.ZERO:
+        note += "; zero pages not counted"
     return SizeEstimate(
         level=level,
         method="meminfo",
@@ -231,7 +248,11 @@ def estimate_meminfo(meminfo: Mapping[str, int], level: int) -> SizeEstimate:
 
 
 def estimate_running_system(
-    level: int, *, kcore_path: str = KCORE_PATH, meminfo_path: str = MEMINFO_PATH
+    level: int,
+    *,
+    kcore_path: str = KCORE_PATH,
+    meminfo_path: str = MEMINFO_PATH,
+    zoneinfo_path: str = ZONEINFO_PATH,
 ) -> SizeEstimate:
     """Estimate for the running kernel: /proc/kcore when readable with VMCOREINFO, else meminfo.
 
@@ -250,4 +271,11 @@ def estimate_running_system(
     else:
         log.info("%s not readable: estimating from %s", kcore_path, meminfo_path)
     with open(meminfo_path, encoding="ascii", errors="replace") as f:
-        return estimate_meminfo(parse_meminfo(f.read()), level)
+        meminfo = parse_meminfo(f.read())
+    present = 0
+    try:
+        with open(zoneinfo_path, encoding="ascii", errors="replace") as f:
+            present = parse_zoneinfo(f.read())
+    except OSError as err:
+        log.info("%s not readable (%s): RAM from MemTotal", zoneinfo_path, err)
+    return estimate_meminfo(meminfo, level, present_pages=present)

@@ -235,8 +235,8 @@ def _utsname(
         release, machine, nodename, version = box.utsname
         uts = {"release": release, "machine": machine, "nodename": nodename, "version": version}
         warnings.append(f"utsname taken from the {box.format} header")
-    if info is not None and "OSRELEASE" in info:
-        osrelease = info.osrelease
+    osrelease = info.get("OSRELEASE") if info is not None else None
+    if osrelease:
         if uts.get("release") and uts["release"] != osrelease:
             warnings.append(
                 f"utsname release {uts['release']!r} differs from OSRELEASE: used OSRELEASE"
@@ -281,7 +281,11 @@ def _crash_time(info: VmcoreInfo | None, box: ContainerInfo, warnings: list[str]
     if seconds is None:
         warnings.append("no CRASHTIME in VMCOREINFO: not written by a kdump crash (live dump?)")
         return None
-    moment = datetime.datetime.fromtimestamp(seconds, tz=datetime.UTC)
+    try:
+        moment = datetime.datetime.fromtimestamp(seconds, tz=datetime.UTC)
+    except (OverflowError, OSError, ValueError):
+        warnings.append(f"crash time {seconds} is not a representable date")
+        return None
     return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 

@@ -7,8 +7,10 @@ Entering, in this order::
     signals            every maskable signal blocked (signal.pthread_sigmask); the
                        compression and I/O threads started afterwards inherit the mask
     gc                 the cyclic garbage collector is disabled (no pauses, no finalisers)
-    memory             mlockall(MCL_CURRENT | MCL_FUTURE) through ctypes: no page faults
-                       to a swap device that may be the one that failed
+    memory             mlockall(MCL_CURRENT | MCL_FUTURE | MCL_ONFAULT) through ctypes:
+                       what the writer touches stays in RAM (no swap-in from a device
+                       that may be the one that failed); ONFAULT so that a large mapped
+                       source is not read in whole
     oom                /proc/self/oom_score_adj = -1000: never chosen by the OOM killer
     runtime            timers and tasklets routed to the dump's private lists
 
@@ -23,6 +25,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import errno
 import gc
 import logging
 import os
@@ -39,9 +42,10 @@ log = logging.getLogger(__name__)
 
 #: OOM_SCORE_ADJ_MIN (include/uapi/linux/oom.h): never killed by the OOM killer
 OOM_SCORE_ADJ_MIN = -1000
-#: mlockall flags (include/uapi/asm-generic/mman-common.h)
+#: mlockall flags (include/uapi/asm-generic/mman-common.h); MCL_ONFAULT since Linux 4.4
 MCL_CURRENT = 1
 MCL_FUTURE = 2
+MCL_ONFAULT = 4
 _OOM_PATH = "/proc/self/oom_score_adj"
 
 # the guard is process-wide on purpose: it must catch a second dump from anywhere
@@ -93,11 +97,16 @@ class CrashMode:
         return self
 
     def _mlockall(self) -> None:
-        if self._libc.mlockall(MCL_CURRENT | MCL_FUTURE) == 0:
-            self._locked = True
-            self.report.append("memory locked (mlockall)")
-            return
-        err = ctypes.get_errno()
+        # MCL_ONFAULT: lock pages as they are touched instead of reading every mapping in
+        # at once (the source may be a large file mapping); older kernels say EINVAL
+        for flags in (MCL_CURRENT | MCL_FUTURE | MCL_ONFAULT, MCL_CURRENT | MCL_FUTURE):
+            if self._libc.mlockall(flags) == 0:
+                self._locked = True
+                self.report.append("memory locked (mlockall)")
+                return
+            err = ctypes.get_errno()
+            if err != errno.EINVAL:
+                break
         self.report.append(f"mlockall refused: {os.strerror(err)}")
         log.warning("mlockall failed: %s", os.strerror(err))
 

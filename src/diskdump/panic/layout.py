@@ -33,7 +33,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 from diskdump.errors import DeviceTooSmallError
-from diskdump.formats.chunk import CHUNK_HEADER_SIZE, MAX_CHUNK_PAGES, chunk_blocks
+from diskdump.formats.chunk import MAX_CHUNK_PAGES, chunk_blocks
 from diskdump.formats.memsource import PfnRun
 
 __all__ = [
@@ -90,7 +90,7 @@ def plan_layout(
     """Place header, metadata and chunk area on a device of ``block_count`` blocks.
 
     :param meta_size: bytes of packed metadata
-    :raises DeviceTooSmallError: not even the headers, metadata and one chunk header fit
+    :raises DeviceTooSmallError: the headers, the metadata and one full chunk do not fit
     """
     if not 0 < chunk_pages <= MAX_CHUNK_PAGES:
         raise ValueError(f"chunk_pages must be in 1..{MAX_CHUNK_PAGES}, got {chunk_pages}")
@@ -98,7 +98,10 @@ def plan_layout(
     header_lba = reserve_blocks
     data_lba = header_lba + 1 + meta_blocks
     trailer_lba = block_count - 1
-    needed = data_lba + -(-CHUNK_HEADER_SIZE // block_size) + 1
+    max_chunk_blocks = chunk_blocks(chunk_pages * page_size, block_size)
+    # a device that cannot take even one whole chunk is left for the next one: a dump
+    # without a single page is worth less than the next device's complete dump
+    needed = data_lba + max_chunk_blocks + 1
     if needed > block_count:
         raise DeviceTooSmallError(
             "dump area cannot hold the headers, the metadata and one chunk",
@@ -112,7 +115,7 @@ def plan_layout(
         meta_blocks=meta_blocks,
         data_lba=data_lba,
         trailer_lba=trailer_lba,
-        max_chunk_blocks=chunk_blocks(chunk_pages * page_size, block_size),
+        max_chunk_blocks=max_chunk_blocks,
     )
 
 

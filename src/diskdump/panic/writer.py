@@ -30,7 +30,7 @@ import time
 import uuid
 from collections.abc import Callable, Sequence
 from contextlib import ExitStack
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from diskdump._binary import checksum32
 from diskdump.devices.base import BlockIO, DumpDevice, Health
@@ -150,74 +150,90 @@ def write_dump(
     :raises DumpInProgressError: called while a dump runs in this process
     :raises CodecUnavailableError: the codec's library is missing
     """
-    codec = get_codec(settings.codec)
-    codec.check_available()
-    meta = pack_metadata(state.metadata(source))
-    priority = kernel_image_pfns(state.vmcoreinfo.decode("ascii", "replace"), source.page_size)
+    plan = _plan(source, state, settings)
+    given = list(events)  # devices that could not even be opened
+    failures: list[str] = []
     events = [*events, *state.warnings]
-    # one id for the dump on every device it touches: savecore recognises the same dump
-    dump_id = uuid.UUID(bytes=os.urandom(16), version=4).bytes
     flags = DumpFlag.UNARMED if settings.unarmed else DumpFlag.NONE
     if source.incomplete:
         flags |= DumpFlag.SOURCE_SHORT
     with CrashMode(lock_memory=settings.lock_memory) as mode:
-        events.extend(mode.report)
+        events.append("crash-dump mode: " + ", ".join(mode.report))
         selection = Selection(devices, settings.allow_maybe, settings.sample_every)
         for candidate in selection:
             if candidate.health is Health.MAYBE:
                 flags |= DumpFlag.MAYBE_DEVICE
-            job = _DeviceDump(candidate, source, state, meta, codec, settings, flags, priority)
-            job.dump_id = dump_id
+            job = _DeviceDump(candidate, plan, flags)
             try:
                 result = job.run()
             except (DeviceIOError, DumpAbortedError, DeviceTooSmallError) as err:
                 events.append(f"{candidate.device.name}: abandoned: {err}")
+                failures.append(events[-1])
                 log.warning("%s: abandoned (%s); trying the next device", job.name, err)
                 flags = (flags & ~DumpFlag.MAYBE_DEVICE) | DumpFlag.FALLBACK
                 continue
             events.extend(f"{r.device}: skipped: {r.reason}" for r in selection.rejected)
-            return DumpResult(result[0].name, result[1], result[2], result[3], tuple(events))
-        reasons = [f"{r.device}: {r.reason}" for r in selection.rejected] + events
+            return replace(result, events=tuple(events))
+        reasons = [*given, *(f"{r.device}: {r.reason}" for r in selection.rejected), *failures]
     raise NoDumpDeviceError(
         f"no device could take the dump ({len(devices)} configured)",
         hint="; ".join(reasons) or "no dump device configured",
     )
 
 
+@dataclass(frozen=True, slots=True)
+class _Plan:
+    """Everything prepared before crash-dump mode, shared by every device attempt."""
+
+    source: MemorySource
+    state: SystemState
+    settings: WriterSettings
+    codec: Codec
+    meta: bytes
+    priority: PfnRun | None
+    #: one id for the dump on every device it touches: savecore recognises the same dump
+    dump_id: bytes
+
+
+def _plan(source: MemorySource, state: SystemState, settings: WriterSettings) -> _Plan:
+    codec = get_codec(settings.codec)
+    codec.check_available()
+    vmcoreinfo = state.vmcoreinfo.decode("ascii", "replace")
+    return _Plan(
+        source=source,
+        state=state,
+        settings=settings,
+        codec=codec,
+        meta=pack_metadata(state.metadata(source)),
+        priority=kernel_image_pfns(vmcoreinfo, source.page_size),
+        dump_id=uuid.UUID(bytes=os.urandom(16), version=4).bytes,
+    )
+
+
 class _DeviceDump:
     """One attempt on one device; :meth:`run` returns or raises, and always shuts it down."""
 
-    def __init__(
-        self,
-        candidate: Candidate,
-        source: MemorySource,
-        state: SystemState,
-        meta: bytes,
-        codec: Codec,
-        settings: WriterSettings,
-        flags: DumpFlag,
-        priority: PfnRun | None,
-    ) -> None:
+    def __init__(self, candidate: Candidate, plan: _Plan, flags: DumpFlag) -> None:
         self.device = candidate.device
         self.name = candidate.device.name
         self.label = candidate.label
-        self.source = source
-        self.state = state
-        self.meta = meta
-        self.codec = codec
-        self.settings = settings
+        self.source = plan.source
+        self.state = plan.state
+        self.meta = plan.meta
+        self.codec = plan.codec
+        self.settings = plan.settings
+        self.priority = plan.priority
+        self.dump_id = plan.dump_id
         self.flags = flags
-        self.priority = priority
-        self.page_size = source.page_size
-        self.pages_total = runs_page_count(source.data_runs())
+        self.page_size = self.source.page_size
+        self.pages_total = runs_page_count(self.source.data_runs())
         self.pages_done = 0
         self.bytes_written = 0
         self.started = time.monotonic()
         self._zero_page = bytes(self.page_size)
         self._ticker = Timer(self._tick)
-        self.dump_id = bytes(16)
 
-    def run(self) -> tuple[DumpDevice, DumpHeader, int, float]:
+    def run(self) -> DumpResult:
         label = self.label
         geo = self.device.geometry
         layout = plan_layout(
@@ -258,7 +274,7 @@ class _DeviceDump:
             self._write(io, layout.header_lba, block)
             io.flush()
             self._report()
-        return self.device, final, self.bytes_written, time.monotonic() - self.started
+        return DumpResult(self.name, final, self.bytes_written, time.monotonic() - self.started)
 
     def _first_header(self, layout: DumpLayout) -> DumpHeader:
         state, geo = self.state, self.device.geometry

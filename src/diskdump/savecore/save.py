@@ -40,10 +40,11 @@ from enum import Enum
 from typing import Any, BinaryIO
 
 from diskdump import __version__
-from diskdump.config import DeviceSpec
+from diskdump.config import DeviceSpec, SavecoreOptions
 from diskdump.devices import open_device
 from diskdump.devices.base import BlockIO, DumpDevice
 from diskdump.errors import ConfigError, DiskdumpError, NotThisFormatError
+from diskdump.formats.codecs import get_codec
 from diskdump.formats.detect import ContainerInfo
 from diskdump.formats.dumpheader import DumpFlag
 from diskdump.formats.dumpimage import DumpImage, open_dump
@@ -52,7 +53,8 @@ from diskdump.formats.memsource import merge_runs, runs_page_count
 from diskdump.formats.partition import BlockExtent, PartitionLabel
 from diskdump.formats.printk import PrintkRecord, format_dmesg
 from diskdump.formats.summary import read_kernel_log, summarize
-from diskdump.partition.ops import read_label, reinit_blocks
+from diskdump.partition.label import read_label
+from diskdump.partition.ops import reinit_blocks
 from diskdump.savecore.convert import convert, source_utsname
 from diskdump.savecore.scan import FoundDump, scan_device
 from diskdump.savecore.store import INFO_JSON, TOOL_NAME, CrashDirectory, StorePolicy
@@ -74,6 +76,8 @@ __all__ = [
 ]
 
 _log = logging.getLogger(__name__)
+#: the configuration's defaults (config.py), the one place they are written
+_DEFAULTS = SavecoreOptions()
 
 #: test-only hook: the name of a step after which the process SIGKILLs itself
 KILL_HOOK_ENV = "DISKDUMP_SAVECORE_KILL_AT"
@@ -152,12 +156,16 @@ class SaveOptions:
     format: str = "kdump"
     compress: str = "zlib"
     keep: bool = False
-    min_free: int = 1 << 30
-    max_dumps: int = 5
+    min_free: int = _DEFAULTS.min_free
+    max_dumps: int = _DEFAULTS.max_dumps
     hostname: str = ""
 
     def validate(self) -> None:
-        """Raise :class:`ConfigError` for a bad option (before any I/O)."""
+        """Raise for a bad option, before any I/O.
+
+        :raises ConfigError: unknown format or codec, negative sizes, no directory
+        :raises CodecUnavailableError: the codec's optional library is not installed
+        """
         if self.format not in FORMATS:
             raise ConfigError("unknown output format", field="format",
                               expected=list(FORMATS), found=self.format)  # fmt: skip
@@ -167,6 +175,8 @@ class SaveOptions:
                               found=(self.min_free, self.max_dumps))  # fmt: skip
         if not self.dir:
             raise ConfigError("no crash directory given", field="dir")
+        if self.format == "kdump":
+            get_codec(self.compress).check_available()  # ConfigError, CodecUnavailableError
 
 
 @dataclass(frozen=True, slots=True)
@@ -295,7 +305,12 @@ def _save_one(
         _finish(crash, report.directory)
     if options.keep:
         return report
-    _reinitialise(spec, label, found, extents)
+    try:
+        _reinitialise(spec, label, found, extents)
+    except DiskdumpError as err:
+        # the save is durable; the next run finds its dump id and retries only this part
+        _log.error("%s: saved, but re-initialisation failed: %s", spec.path, err)
+        return replace(report, outcome=Outcome.FAILED, error=err)
     return replace(report, reinitialised=True)
 
 
@@ -379,7 +394,7 @@ def _write_save(
                               reason=f"unusable dump: {err.what}")  # fmt: skip
         return report, [BlockExtent(lba, n) for lba, n in found.header.extents()]
     extents = [BlockExtent(lba, blocks) for lba, blocks in image.used_extents()]
-    problems = [*found.problems, *image.headers.warnings, *_missing(image)]
+    problems = [*found.problems, *_missing(image)]  # scan.py already names header oddities
     crash.check_space(_estimate_size(image, options.format))
     _step("space-checked")
     base = save_name(found.header.utsname.nodename, found.header.crash_time, options.hostname)
@@ -555,9 +570,8 @@ def _write_vmcore(
     if options.format == "elf":
         convert(image, out, format="elf", level=_ELF_LEVEL, progress=progress)
         return
-    workers = len(os.sched_getaffinity(0))  # zlib and zstd release the GIL
     write_kdump(image, out, compress=options.compress, level=DUMP_LEVEL_ZERO,
-                utsname=source_utsname(image), progress=progress, threads=workers)  # fmt: skip
+                utsname=source_utsname(image), progress=progress)  # fmt: skip
 
 
 def _container(image: DumpImage) -> ContainerInfo:

@@ -47,6 +47,7 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
+from diskdump.config import SavecoreOptions
 from diskdump.errors import (
     InsufficientSpaceError,
     OutputExistsError,
@@ -72,6 +73,8 @@ __all__ = [
 ]
 
 _log = logging.getLogger(__name__)
+#: the configuration's defaults (config.py), the one place they are written
+_DEFAULTS = SavecoreOptions()
 
 #: name of the symlink to the newest save (FreeBSD savecore's ``*.last`` idea)
 LATEST_LINK = "latest"
@@ -91,6 +94,8 @@ _DIR_MODE = 0o700
 _FILE_MODE = 0o600
 #: re-check free space after this many bytes written to one file
 _RECHECK_SIZE = 8 << 20
+#: info.json larger than this is not ours (a few KiB in practice); read no more
+_INFO_MAX_SIZE = 1 << 20
 #: errno values that mean "the filesystem is full"
 _FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
 
@@ -105,8 +110,8 @@ class StorePolicy:
     :param max_dumps: complete saves kept; older ones are removed (0 = keep all)
     """
 
-    min_free: int = 1 << 30
-    max_dumps: int = 5
+    min_free: int = _DEFAULTS.min_free
+    max_dumps: int = _DEFAULTS.max_dumps
 
 
 @dataclass(frozen=True, slots=True)
@@ -430,7 +435,7 @@ class CrashDirectory:
             os.close(sub)
         with open(fd, "rb") as file:
             try:
-                data = json.loads(file.read(1 << 20))
+                data = json.loads(file.read(_INFO_MAX_SIZE))
             except (ValueError, UnicodeDecodeError):
                 _log.warning("ignoring %s/%s: not valid JSON", name, INFO_JSON)
                 return None

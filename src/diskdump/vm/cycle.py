@@ -56,6 +56,12 @@ CAPTURE_APPEND = "console=ttyS0 irqpoll nr_cpus=1 reset_devices panic=1 quiet"
 _DUMP_MARGIN_MIB = 64
 #: MiB in bytes
 _MIB = 1 << 20
+#: any panic but the one we trigger, or the first kernel booting again before the dump
+#: is found, means the cycle failed (a capture kernel that panics reboots: panic=1)
+FAIL_PATTERN = (
+    r"Kernel panic - not syncing: (?!sysrq triggered crash).*"
+    r"|DISKDUMP-VM: first kernel .* arming"
+)
 #: phases, the console marker that ends each, and its time-out in seconds (TCG is slow)
 PHASES: tuple[tuple[str, str, float], ...] = (
     ("boot", r"DISKDUMP-VM: first kernel .* arming", 240.0),
@@ -168,7 +174,7 @@ def _first_stage(opts: CycleOptions, capture: Path, vmlinuz: Path, modules_dir: 
         names = ["virtio_pci", "virtio_blk", "ext4"]
         overlay.add_modules(resolve_modules(modules_dir, names))
     overlay_path = opts.workdir / "overlay.img"
-    overlay.write(overlay_path)
+    overlay.write(overlay_path, compress=False)  # bzImage and capture.img are compressed
     first = opts.workdir / "first.img"
     first.write_bytes(capture.read_bytes() + overlay_path.read_bytes())
     return first
@@ -178,7 +184,8 @@ def _follow(guest: Guest, result: CycleResult, on_phase: PhaseCallback | None) -
     position = 0
     mark = time.monotonic()
     for name, pattern, timeout in PHASES:
-        match = guest.wait_for(pattern, timeout, start=position)
+        fail = FAIL_PATTERN if name != "boot" else None
+        match = guest.wait_for(pattern, timeout, start=position, fail=fail)
         position = match.end()
         now = time.monotonic()
         result.phases[name] = now - mark
@@ -237,8 +244,9 @@ def _host_savecore(
     crash_dir.mkdir(mode=0o700, exist_ok=True)
     os.chmod(crash_dir, 0o700)
     done = _diskdump(
-        "savecore", "--device", str(dump), "--dir", str(crash_dir), "--format", "kdump"
-    )
+        "savecore", "--device", str(dump), "--dir", str(crash_dir), "--format", "kdump",
+        "--compress", "zlib",  # Debian's makedumpfile and crash read zlib, not zstd
+    )  # fmt: skip
     result.phases["savecore"] = time.monotonic() - start
     if done.returncode not in (0, 6):
         raise VMError(

@@ -12,6 +12,7 @@ Guest scripts live beside this module as package data (``*.sh``).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import re
@@ -20,6 +21,7 @@ import subprocess
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
+from typing import BinaryIO
 
 import zstandard
 
@@ -133,18 +135,21 @@ class Initramfs:
             total += len(source) if isinstance(source, bytes) else source.stat().st_size
         return total
 
-    def write(self, output: Path) -> int:
-        """Write the zstd-compressed newc archive to ``output`` (atomically).
+    def write(self, output: Path, *, compress: bool = True) -> int:
+        """Write the newc archive to ``output`` (atomically), zstd-compressed unless told not.
 
-        :return: the compressed size in bytes
+        :param compress: False for archives of already-compressed files (the kernel
+            reads uncompressed archives too)
+        :return: the size written in bytes
         """
         tmp = output.with_name(f".{output.name}.{os.getpid()}.tmp")
-        compressor = zstandard.ZstdCompressor(level=ZSTD_LEVEL)
-        with (
-            open(tmp, "wb") as raw,
-            compressor.stream_writer(raw, closefd=False) as out,
-            CpioWriter(out) as cpio,
-        ):
+        with contextlib.ExitStack() as stack:
+            raw = stack.enter_context(open(tmp, "wb"))
+            out: BinaryIO = raw
+            if compress:
+                compressor = zstandard.ZstdCompressor(level=ZSTD_LEVEL)
+                out = stack.enter_context(compressor.stream_writer(raw, closefd=False))
+            cpio = stack.enter_context(CpioWriter(out))
             for name in _BASE_DIRS:
                 cpio.add_dir(name)
             cpio.add_chardev("dev/console", CONSOLE_MAJOR, CONSOLE_MINOR)

@@ -168,18 +168,30 @@ class Guest:
         """Whether the QEMU process is still alive."""
         return self._proc is not None and self._proc.poll() is None
 
-    def wait_for(self, pattern: str, timeout: float, *, start: int = 0) -> re.Match[str]:
+    def wait_for(
+        self, pattern: str, timeout: float, *, start: int = 0, fail: str | None = None
+    ) -> re.Match[str]:
         """Wait until the console (from character ``start`` on) matches ``pattern``.
 
         :param timeout: seconds before giving up
-        :raises VMError: time-out, or QEMU exited first; the message names the console log
+        :param fail: a pattern that, seen first, means the wait is hopeless
+        :raises VMError: time-out, ``fail`` matched, or QEMU exited first; the message
+            names the console log
         """
         regex = re.compile(pattern, re.MULTILINE)
+        fail_regex = re.compile(fail, re.MULTILINE) if fail else None
         deadline = time.monotonic() + timeout
         while True:
-            match = regex.search(self.console(), start)
+            text = self.console()
+            match = regex.search(text, start)
             if match is not None:
                 return match
+            failed = fail_regex.search(text, start) if fail_regex else None
+            if failed is not None:
+                raise VMError(
+                    f"console showed {failed.group(0)!r} while waiting for {pattern!r}",
+                    path=str(self.console_log),
+                )
             if not self.running:
                 raise VMError(
                     f"qemu exited before the console showed {pattern!r}",

@@ -25,9 +25,10 @@ uncompressed: an upper bound, since compression only shrinks it.
 Without --source it is the running system: from /proc/kcore when it is
 readable and carries VMCOREINFO (Linux 4.19+, root), classifying every page
 as the dump would and sampling 1 batch in 16 for zero pages; otherwise from
-/proc/meminfo, with a stated margin (5 % of MemTotal, at least 64 MiB)
-because its counters are approximate and omit reserved memory. With
---source it is that vmcore, exactly.
+/proc/meminfo and /proc/zoneinfo (RAM = the zones' present pages), with a
+stated margin (5 % of RAM, at least 64 MiB) because the counters are
+approximate; zero pages are then not counted. With --source it is that
+vmcore, exactly.
 """
 
 EPILOG = """\

@@ -1,0 +1,40 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
+"""Shared shape of bulk transfers (format, verify, re-initialise): chunk size, depth, buffers.
+
+Chunks are cut at absolute multiples of :data:`CHUNK_BLOCKS`, a multiple of
+the pattern period, so every full chunk has the same fill and only its lbas
+change from one chunk to the next. :data:`IO_DEPTH` chunks are in flight at
+once (``os.preadv``/``os.pwritev`` release the GIL), so the device queue stays
+busy while Python produces or compares another chunk.
+"""
+
+from __future__ import annotations
+
+import mmap
+from collections.abc import Callable, Iterator
+
+from diskdump.formats.partition import BLOCK_SIZE, BlockExtent
+
+__all__ = ["CHUNK_BLOCKS", "IO_DEPTH", "Progress", "buffers", "chunks"]
+
+#: blocks per bulk transfer: 8 MiB, a multiple of the pattern period (256 blocks)
+CHUNK_BLOCKS = 2048
+#: chunks in flight at once in bulk transfers
+IO_DEPTH = 4
+
+#: ``progress(done_bytes, total_bytes)``, as cli._render.Progress accepts
+Progress = Callable[[int, int], None]
+
+
+def chunks(extent: BlockExtent) -> Iterator[tuple[int, int]]:
+    """(lba, block_count) pieces of ``extent``, cut at absolute multiples of CHUNK_BLOCKS."""
+    lba = extent.start_lba
+    while lba < extent.end_lba:
+        stop = min(extent.end_lba, (lba // CHUNK_BLOCKS + 1) * CHUNK_BLOCKS)
+        yield lba, stop - lba
+        lba = stop
+
+
+def buffers() -> list[memoryview]:
+    # page-aligned (O_DIRECT) chunk buffers, freed by reference counting
+    return [memoryview(mmap.mmap(-1, CHUNK_BLOCKS * BLOCK_SIZE)) for _ in range(IO_DEPTH)]
