@@ -123,7 +123,10 @@ def test_exclusive_lock_and_write_errors(tmp_path: Path) -> None:
             DeviceNotReadyError, match=r"image file is locked by another process on .*l.img"
         ):
             second.quiesce()
-    with FileDevice(image) as read_only, pytest.raises(
-        DeviceIOError, match=r"write failed: Bad file descriptor at offset 0x2000 .*EBADF"
+    with (
+        FileDevice(image) as read_only,
+        pytest.raises(
+            DeviceIOError, match=r"write failed: Bad file descriptor at offset 0x2000 .*EBADF"
+        ),
     ):
         read_only.rw_block(Op.WRITE, 2, bytearray(BS))

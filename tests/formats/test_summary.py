@@ -21,7 +21,8 @@ from diskdump.formats.detect import (
     opened_vmcore,
 )
 from diskdump.formats.elf import Elf64Ehdr, Elf64Phdr, ElfVmcore, write_elf
-from diskdump.formats.notes import NoteType, PrStatus, pack_note
+from diskdump.formats.notes import NoteType, PrStatus, pack_note, prstatus_notes
+from diskdump.formats.printk import format_dmesg
 from diskdump.formats.summary import CrashSummary, read_kernel_log, summarize
 from tests.builders.kernel import (
     IMAGE_SIZE,
@@ -134,6 +135,21 @@ def test_oops_without_panic_and_qemu_style_pids() -> None:
     assert summary.panic == "BUG: kernel NULL pointer dereference, address: 0000000000000008"
     assert (summary.crashing_cpu, summary.rip) == (1, 0x2000)
     assert summary.warnings == ()
+
+
+def test_init_crashing_under_qemu_is_not_matched_by_pid() -> None:
+    """Found on a real guest: init (pid 1) panicked on CPU 1, and QEMU's note 0 has pr_pid 1."""
+    records = [
+        LogRecord(b"Kernel panic - not syncing: sysrq triggered crash", 10),
+        LogRecord(b"CPU: 1 PID: 1 Comm: init Not tainted 6.1.0-56-amd64 #1  Debian 6.1.192-2", 11),
+    ]
+    kernel = build_kernel(records=records, **SMALL)
+    qemu = [PrStatus.from_registers(i + 1, rip=0x100 + i) for i in range(2)]
+    _renote(kernel, kernel.vmcoreinfo, qemu)
+    assert (_summary(kernel).crashing_cpu, _summary(kernel).rip) == (1, 0x101)
+    kdump = [PrStatus.from_registers(0, rip=0x200), PrStatus.from_registers(1, rip=0x201)]
+    _renote(kernel, kernel.vmcoreinfo, kdump)  # the kernel's own notes: idle CPU 0 has pid 0
+    assert (_summary(kernel).crashing_cpu, _summary(kernel).rip) == (1, 0x201)
 
 
 def test_cpu_line_matched_by_pid_and_missing_note() -> None:
@@ -253,6 +269,61 @@ def test_not_a_vmcore(tmp_path: Path) -> None:
     need(device is not None, "no block device node (/dev/loop*) to probe")
     with pytest.raises(NotThisFormatError, match=r"is a block device, not a vmcore file on /dev/"):
         detect_format(device)  # type: ignore[arg-type]
+
+
+#: /init of a guest that panics at once (the VM harness's common.sh loads qemu_fw_cfg)
+_PANIC_INIT = b"""#!/bin/sh
+. /etc/common.sh
+setup_base
+say "crashing now on $(uname -r)"
+echo c > /proc/sysrq-trigger
+"""
+
+
+@pytest.mark.vm
+@pytest.mark.slow
+@pytest.mark.parametrize("series", ["6.1", "6.12"])
+def test_real_sysrq_panic(series: str, tmp_path: Path) -> None:
+    """A Debian guest panics by sysrq and stays in panic(); QEMU dumps it over QMP.
+
+    The summary must find the panic line and the CPU of the console's panic
+    report, with that CPU's registers; our log must equal makedumpfile's.
+    """
+    need(shutil.which("qemu-system-x86_64") is not None, "qemu-system-x86 is not installed")
+    from diskdump.vm.assets import fetch_busybox, fetch_kernel
+    from diskdump.vm.initramfs import Initramfs, guest_script
+    from diskdump.vm.kmod import resolve_modules
+    from diskdump.vm.qemu import Guest, GuestSpec
+    from diskdump.vm.vmcores import GUEST_MODULES
+
+    kernel = fetch_kernel(series)
+    image = Initramfs()
+    image.add_busybox(fetch_busybox())
+    image.add_modules(resolve_modules(kernel.modules, list(GUEST_MODULES)))
+    image.add_bytes("/etc/common.sh", guest_script("common.sh"))
+    image.add_bytes("/init", _PANIC_INIT, 0o755)
+    image.write(tmp_path / "initrd.img")
+    append = "console=ttyS0 panic=0 quiet loglevel=4"  # panic=0: stay in panic() for the dump
+    spec = GuestSpec(kernel.vmlinuz, tmp_path / "initrd.img", append, memory_mib=256)
+    with Guest(spec, tmp_path) as guest:
+        report = guest.wait_for(r"^\[[ .0-9]+\] CPU: (\d+) (UID: \d+ )?PID: \d+ ", 240)
+        guest.wait_for(r"end Kernel panic - not syncing", 60)
+        guest.dump_memory(tmp_path / "panic.elf")
+    with opened_vmcore(tmp_path / "panic.elf") as source:
+        summary = summarize(source)
+        notes = prstatus_notes(source.notes)
+        ours = format_dmesg(read_kernel_log(source))
+        with (tmp_path / "copy.elf").open("wb") as f:
+            write_elf(source, f)
+    assert summary.panic == "Kernel panic - not syncing: sysrq triggered crash"
+    assert summary.crashing_cpu == int(report.group(1))
+    assert summary.rip == notes[summary.crashing_cpu].rip
+    assert summary.release == kernel.release and summary.cpus == 2
+    tool = need_tool("makedumpfile")
+    subprocess.run([tool, "--dump-dmesg", str(tmp_path / "copy.elf"), str(tmp_path / "dmesg")],
+                   check=True, capture_output=True)  # fmt: skip
+    assert (tmp_path / "dmesg").read_text() == ours
+    assert "sysrq: Trigger a crash" in ours
 
 
 @pytest.mark.vm

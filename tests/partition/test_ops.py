@@ -201,6 +201,11 @@ def test_too_small_and_unusable_devices_are_refused() -> None:
     assert all(c.op is Op.READ for c in maybe.calls)
     format_device(maybe, force=True)
     assert verify_device(maybe).ok
+    verdict = check_device(maybe, sample_every=7)
+    assert verdict.status is CheckStatus.READY
+    assert verdict.reason.endswith(
+        "(every 7th block); but sanity check says maybe: removable medium"
+    )
     assert check_device(mounted).status is CheckStatus.UNSUITABLE
 
 

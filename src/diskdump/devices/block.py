@@ -155,7 +155,8 @@ class BlockDevice(DumpDevice):
             return SanityResult(Health.UNUSABLE, f"device is gone: {err.strerror}")
         if not stat.S_ISBLK(st.st_mode) or st.st_rdev != self.rdev:
             return SanityResult(Health.UNUSABLE, "path no longer names the device opened")
-        for check in (
+        # UNUSABLE verdicts first (the most telling one wins), then MAYBE ones
+        checks = (
             self._check_mounted,
             self._check_swap,
             self._check_holders,
@@ -163,13 +164,13 @@ class BlockDevice(DumpDevice):
             self._check_exclusive,
             self._check_block_size,
             self._check_scsi,
-        ):
-            verdict = check()
-            if verdict is not None and verdict.health is Health.UNUSABLE:
-                return verdict
-        maybe = [v for v in (self._check_scsi(), self._check_removable()) if v is not None]
-        if maybe:
-            return maybe[0]
+            self._check_removable,
+        )
+        verdicts = [v for v in (check() for check in checks) if v is not None]
+        for health in (Health.UNUSABLE, Health.MAYBE):
+            for verdict in verdicts:
+                if verdict.health is health:
+                    return verdict
         return SanityResult(Health.SANE, self._describe())
 
     def _describe(self) -> str:

@@ -19,10 +19,11 @@ Rules (documented because tools disagree):
   ``general protection fault``, ``Unable to handle kernel ``); else None.
 * **crashing CPU**: the first ``CPU: N PID: P`` line at or after the panic
   line gives N. Its registers come from the NT_PRSTATUS note whose pr_pid is P
-  (``crash_save_cpu`` stores ``current->pid``); when no note has that pid (QEMU
-  writes CPU index + 1), from note number N. Without such a line: the only
-  note with a non-zero pr_pid, else note 0, with a warning. A log without any
-  panic or oops line (a live dump) names no crashing CPU. Notes are matched
+  (``crash_save_cpu`` stores ``current->pid``); when no single note has that
+  pid, or the notes are QEMU's (pr_pid = CPU index + 1 for every note, so a
+  crash in init, pid 1, would match CPU 0), from note number N. Without such
+  a line: the only note with a non-zero pr_pid, else note 0, with a warning. A
+  log without any panic or oops line (a live dump) names no crashing CPU. Notes are matched
   by position because the kernel writes them in CPU order (crash does the
   same; an offline CPU in the middle would shift them: crash issue #105).
 * **utsname** is read at ``SYMBOL(init_uts_ns) + OFFSET(uts_namespace.name)``,
@@ -307,6 +308,11 @@ def find_panic_line(records: Sequence[PrintkRecord]) -> str | None:
     return None if index is None else lines[index].rstrip()
 
 
+def _qemu_notes(notes: Sequence[PrStatus]) -> bool:
+    # QEMU's dump-guest-memory numbers its notes' pr_pid 1, 2, 3, ... (CPU index + 1)
+    return all(note.pr_pid == index + 1 for index, note in enumerate(notes))
+
+
 def find_crashing_cpu(
     records: Sequence[PrintkRecord], notes: Sequence[PrStatus], warnings: list[str]
 ) -> tuple[int | None, PrStatus | None]:
@@ -325,7 +331,7 @@ def find_crashing_cpu(
             continue
         cpu, pid = int(match.group(1)), int(match.group(2))
         by_pid = [note for note in notes if note.pr_pid == pid]
-        if len(by_pid) == 1:
+        if len(by_pid) == 1 and not _qemu_notes(notes):
             return cpu, by_pid[0]
         if cpu < len(notes):
             return cpu, notes[cpu]

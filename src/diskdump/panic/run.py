@@ -13,7 +13,7 @@ import logging
 import os
 from collections.abc import Callable
 from contextlib import ExitStack
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from diskdump.config import Config
@@ -21,6 +21,9 @@ from diskdump.devices import open_device
 from diskdump.devices.base import DumpDevice
 from diskdump.errors import DiskdumpError, ManifestError
 from diskdump.formats.detect import container_info, opened_vmcore
+from diskdump.formats.filtered import filter_source
+from diskdump.formats.memsource import MemorySource
+from diskdump.formats.vmcoreinfo import vmcoreinfo_from_notes
 from diskdump.panic.manifest import DEFAULT_MANIFEST_PATH, read_manifest, verify_manifest
 from diskdump.panic.source import collect_state
 from diskdump.panic.writer import DumpResult, ProgressInfo, WriterSettings, write_dump
@@ -82,6 +85,30 @@ def _open_devices(config: Config, events: list[str]) -> list[DumpDevice]:
     return devices
 
 
+#: dump-level bit 1 (zero pages), which the writer applies itself
+_LEVEL_ZERO = 1
+
+
+def _apply_level(source: MemorySource, level: int, events: list[str]) -> tuple[MemorySource, int]:
+    """Filter ``source`` by the type bits of ``level`` (2, 4, 8, 16), before crash-dump mode.
+
+    At panic time a level that cannot be honoured (no VMCOREINFO, an unknown
+    struct page layout) must not cost the dump: the dump goes on at the zero-page
+    level, and the event is recorded in the header's event list and logged.
+    """
+    types = level & ~_LEVEL_ZERO
+    if not types:
+        return source, 0
+    try:
+        info = vmcoreinfo_from_notes(source.notes)
+        return filter_source(source, types, info), types
+    except DiskdumpError as err:
+        message = f"dump level {level} cannot be honoured ({err}); writing level {level & 1}"
+        events.append(message)
+        log.warning("%s", message)
+        return source, 0
+
+
 def run_dump(request: DumpRequest) -> DumpResult:
     """Run the panic path for ``request``.
 
@@ -109,6 +136,8 @@ def run_dump(request: DumpRequest) -> DumpResult:
         source = stack.enter_context(opened_vmcore(request.source))
         described = f"{Path(request.source)} ({container_info(source).format})"
         state = collect_state(source, described)
+        source, type_level = _apply_level(source, opts.level, events)
+        settings = replace(settings, type_level=type_level)
         devices = _open_devices(config, events)
         for device in devices:
             stack.callback(device.shutdown)

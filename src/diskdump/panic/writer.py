@@ -19,7 +19,9 @@
 
 Every block goes through one :class:`~diskdump.devices.base.BlockIO` whose
 range is the dump area ``[reserve_blocks, block_count)``: the label and the
-reserve cannot be written even by a bug in this module.
+reserve cannot be written even by a bug in this module. Memory in flight is
+bounded by ``2 * threads`` chunks (at most ``chunk_pages`` pages each),
+whatever the size of the dumped memory.
 """
 
 from __future__ import annotations
@@ -99,13 +101,16 @@ class ProgressInfo:
 class WriterSettings:
     """Everything the writer needs, resolved before the dump.
 
-    :param level: makedumpfile -d bits requested; only bit 1 (zero pages) is applied here
+    :param level: makedumpfile -d bits requested; the writer itself applies bit 1 (zero pages)
+    :param type_level: the type bits (2-16) the source was already filtered by
+        (:func:`diskdump.formats.filtered.filter_source`, applied in :mod:`diskdump.panic.run`)
     :param threads: compression workers (0: compress on the writer thread)
     :param io_timeout: seconds an rw_block or flush may take before the device is abandoned
     :param progress: called about once a second from the polling loop
     """
 
     level: int = 1
+    type_level: int = 0
     codec: str = "zstd"
     threads: int = 0
     io_timeout: float = 30.0
@@ -302,7 +307,7 @@ class _DeviceDump:
             nr_cpus=state.nr_cpus,
             crashing_cpu=state.crashing_cpu,
             dump_level=self.settings.level,
-            applied_level=self.settings.level & LEVEL_ZERO,
+            applied_level=(self.settings.level & LEVEL_ZERO) | self.settings.type_level,
             utsname=state.utsname,
         )
 
