@@ -7,6 +7,9 @@ same run and alternating, ``ROUNDS`` times each::
     dd if=/dev/zero of=DEV bs=1M oflag=direct     vs   diskdump format --force DEV
     dd if=DEV of=/dev/null bs=1M iflag=direct     vs   diskdump check --full DEV
 
+and, for information, dd with bs=8M (diskdump's transfer size; diskdump also
+keeps four transfers in flight where dd has one).
+
 Each figure is the best of the rounds (the least disturbed by the other work
 on this shared machine); every sample is kept in the JSON. The commands are
 timed whole, Python start-up included. Needs root (losetup). Writes
@@ -38,6 +41,8 @@ DIRECT_LOOP = os.environ.get("DISKDUMP_BENCH_DIRECT_LOOP", "1") == "1"
 #: the goal ratio of the issue
 GOAL = 1.25
 MIB = 1 << 20
+#: dd's transfer size in the informational rows: ours (CHUNK_BLOCKS * 4096)
+BIG_BLOCK = 8 * MIB
 
 
 def _timed(argv: list[str]) -> float:
@@ -61,17 +66,22 @@ def _attach(image: Path) -> str:
 def _measure(dev: str) -> dict[str, list[float]]:
     diskdump = [sys.executable, "-m", "diskdump.cli.main"]
     count = str(DEVICE_SIZE // MIB)
-    runs: dict[str, list[float]] = {"dd_write": [], "format": [], "dd_read": [], "check": []}
+    big = str(DEVICE_SIZE // BIG_BLOCK)
+    runs: dict[str, list[float]] = {
+        name: [] for name in ("dd_write", "dd_write_8m", "format", "dd_read", "dd_read_8m", "check")
+    }
     for _ in range(ROUNDS):
-        runs["dd_write"].append(
-            _timed(["dd", "if=/dev/zero", f"of={dev}", "bs=1M", f"count={count}", "oflag=direct"])
-        )
+        runs["dd_write"].append(_dd(f"of={dev}", "if=/dev/zero", "bs=1M", count, "oflag=direct"))
+        runs["dd_write_8m"].append(_dd(f"of={dev}", "if=/dev/zero", "bs=8M", big, "oflag=direct"))
         runs["format"].append(_timed([*diskdump, "format", "--quiet", "--force", dev]))
-        runs["dd_read"].append(
-            _timed(["dd", f"if={dev}", "of=/dev/null", "bs=1M", f"count={count}", "iflag=direct"])
-        )
+        runs["dd_read"].append(_dd(f"if={dev}", "of=/dev/null", "bs=1M", count, "iflag=direct"))
+        runs["dd_read_8m"].append(_dd(f"if={dev}", "of=/dev/null", "bs=8M", big, "iflag=direct"))
         runs["check"].append(_timed([*diskdump, "check", "--quiet", "--full", dev]))
     return runs
+
+
+def _dd(target: str, source: str, block: str, count: str, flag: str) -> float:
+    return _timed(["dd", source, target, block, f"count={count}", flag])
 
 
 def main() -> dict[str, object]:
@@ -92,11 +102,13 @@ def main() -> dict[str, object]:
             subprocess.run(["losetup", "--detach", dev], check=False)
     finally:
         image.unlink()
+    best = {name: min(samples) for name, samples in runs.items()}
     rows = [
-        _row("format 4 GiB", min(runs["format"]), "dd write oflag=direct", min(runs["dd_write"])),
-        _row(
-            "check --full 4 GiB", min(runs["check"]), "dd read iflag=direct", min(runs["dd_read"])
-        ),
+        _row("format 4 GiB", best["format"], "dd write bs=1M oflag=direct", best["dd_write"]),
+        _row("check --full 4 GiB", best["check"], "dd read bs=1M iflag=direct", best["dd_read"]),
+        # for information: dd with our transfer size (we also keep 4 requests in flight)
+        _row("format 4 GiB", best["format"], "dd write bs=8M oflag=direct", best["dd_write_8m"]),
+        _row("check --full 4 GiB", best["check"], "dd read bs=8M iflag=direct", best["dd_read_8m"]),
     ]
     result: dict[str, object] = {
         "device_size": DEVICE_SIZE,
@@ -105,7 +117,7 @@ def main() -> dict[str, object]:
         "samples_s": runs,
         "rows": rows,
         "goal_ratio": GOAL,
-        "goal_met": all(r["ratio"] <= GOAL for r in rows),
+        "goal_met": all(r["ratio"] <= GOAL for r in rows[:2]),  # the issue's 1 MiB dd
     }
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "partition.json").write_text(json.dumps(result, indent=2) + "\n")
@@ -129,6 +141,6 @@ if __name__ == "__main__":
     out = main()
     for row in out["rows"]:  # type: ignore[attr-defined]
         print(
-            f"{row['name']:22} {row['ours_s']:7.2f} s  {row['ref_name']:24} {row['ref_s']:7.2f} s"
+            f"{row['name']:20} {row['ours_s']:6.2f} s  {row['ref_name']:28} {row['ref_s']:6.2f} s"
             f"  ratio {row['ratio']:.2f}"
         )

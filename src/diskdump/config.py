@@ -25,7 +25,7 @@ Every option also has a command-line flag; flags override the file. Example::
     [savecore]
     dir = "/var/crash"
     format = "kdump"            # kdump or elf
-    compress = "zstd"
+    compress = "zlib"           # zlib opens everywhere; Debian's makedumpfile/crash lack zstd
     min_free = "1G"             # free-space reserve on the crash filesystem (bytes, or K/M/G/T)
     max_dumps = 5               # older saved dumps beyond this number are removed (0 = keep all)
     decrypt_with = ""           # private key (PEM) to decrypt encrypted dumps while saving
@@ -108,7 +108,8 @@ class SavecoreOptions:
 
     dir: str = "/var/crash"
     format: str = "kdump"
-    compress: str = "zstd"
+    #: zlib, because Debian 12's makedumpfile and some crash builds have no zstd (formats.md 1.9)
+    compress: str = "zlib"
     min_free: int = 1 << 30  #: bytes
     max_dumps: int = 5
     decrypt_with: str = ""

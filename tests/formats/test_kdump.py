@@ -493,3 +493,12 @@ def test_bitmap_runs_across_scan_blocks() -> None:
     assert bitmap_to_runs(bitmap, 131072) == runs
     assert bitmap_to_runs(bytes(16384), 131072) == []
     assert bitmap_to_runs(b"\xff" * 16384, 131072) == [PfnRun(0, 131072)]
+
+
+def test_utsname_field_without_nul_is_read() -> None:
+    raw = b"L" * 65 + NewUtsname(release="6.1").pack()[65:]
+    uts = NewUtsname.unpack(raw)
+    assert uts.sysname == "L" * 65 and uts.release == "6.1"
+    assert uts.pack() == raw
+    with pytest.raises(ValueError, match=r"longer than 65 bytes"):
+        NewUtsname(sysname="x" * 66)

@@ -307,7 +307,7 @@ def test_real_sysrq_panic(series: str, tmp_path: Path) -> None:
     spec = GuestSpec(kernel.vmlinuz, tmp_path / "initrd.img", append, memory_mib=256)
     with Guest(spec, tmp_path) as guest:
         report = guest.wait_for(r"^\[[ .0-9]+\] CPU: (\d+) (UID: \d+ )?PID: \d+ ", 240)
-        guest.wait_for(r"end Kernel panic - not syncing", 60)
+        guest.wait_for(r"end Kernel panic - not syncing", 180)
         guest.dump_memory(tmp_path / "panic.elf")
     with opened_vmcore(tmp_path / "panic.elf") as source:
         summary = summarize(source)

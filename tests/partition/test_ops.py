@@ -9,6 +9,8 @@ import uuid
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from diskdump.devices.base import Health, Op, SanityResult
 from diskdump.devices.fault import FaultDevice, FaultPlan
@@ -25,6 +27,7 @@ from diskdump.errors import (
 )
 from diskdump.formats.dumpheader import DUMP_HEADER_MAGIC
 from diskdump.formats.partition import BACKUP_LABEL_LBA, BLOCK_SIZE, BlockExtent, BlockPattern
+from diskdump.partition._bulk import chunks
 from diskdump.partition.check import CheckStatus, check_device
 from diskdump.partition.ops import (
     CHUNK_BLOCKS,
@@ -269,3 +272,14 @@ def test_probe_failure_is_a_refusal() -> None:
         match=r"cannot probe for foreign signatures on /nonexistent/x: got .*No such file",
     ):
         probe_signatures("/nonexistent/x")
+
+
+@given(st.integers(0, 10 * CHUNK_BLOCKS), st.integers(0, 5 * CHUNK_BLOCKS))
+def test_chunks_tile_the_extent_at_chunk_boundaries(start: int, count: int) -> None:
+    pieces = list(chunks(BlockExtent(start, count)))
+    assert sum(n for _, n in pieces) == count
+    lba = start
+    for first, n in pieces:
+        assert first == lba and 0 < n <= CHUNK_BLOCKS
+        assert (first + n) % CHUNK_BLOCKS == 0 or first + n == start + count
+        lba += n

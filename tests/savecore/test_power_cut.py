@@ -38,7 +38,7 @@ def _cut_points() -> tuple[list[int], int, int]:
         cuts.append(done)
         if index % 4 == 0:
             cuts.append(done - 1)  # inside the chunk's last block
-    return [*cuts, done + 1, done + 2], meta_end, done
+    return sorted({*cuts, done + 1, done + 2}), meta_end, done
 
 
 def test_power_cut_at_every_chunk_boundary_then_savecore(tmp_path: Path) -> None:

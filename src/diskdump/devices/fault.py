@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import errno
 import logging
+import threading
 import time
 from dataclasses import dataclass
 
@@ -70,6 +71,7 @@ class FaultDevice(DumpDevice):
         self.blocks_written = 0  #: blocks that reached the medium
         self.blocks_lost = 0  #: blocks dropped after the power cut
         self.gone = False
+        self._lock = threading.Lock()
 
     @property
     def geometry(self) -> DeviceGeometry:
@@ -85,6 +87,11 @@ class FaultDevice(DumpDevice):
         self.inner.quiesce()
 
     def rw_block(self, op: Op, lba: int, buffer: bytearray | memoryview) -> None:
+        # one call at a time, so "the N-th call" means the same thing with concurrent callers
+        with self._lock:
+            self._rw_block(op, lba, buffer)
+
+    def _rw_block(self, op: Op, lba: int, buffer: bytearray | memoryview) -> None:
         plan = self.plan
         self.calls += 1
         if plan.latency > 0:

@@ -123,8 +123,9 @@ class NewUtsname:
 
     def __post_init__(self) -> None:
         for name in ("sysname", "nodename", "release", "version", "machine", "domainname"):
-            if len(getattr(self, name).encode("latin-1")) >= UTS_FIELD_SIZE:
-                raise ValueError(f"utsname.{name} longer than {UTS_FIELD_SIZE - 1} bytes")
+            # 65 bytes without a NUL occur on disk (readers then call utsname insane)
+            if len(getattr(self, name).encode("latin-1")) > UTS_FIELD_SIZE:
+                raise ValueError(f"utsname.{name} longer than {UTS_FIELD_SIZE} bytes")
 
     @classmethod
     def unpack(cls, buf: bytes | bytearray | memoryview) -> NewUtsname:

@@ -19,8 +19,10 @@ __all__ = ["CHUNK_BLOCKS", "IO_DEPTH", "Progress", "buffers", "chunks"]
 
 #: blocks per bulk transfer: 8 MiB, a multiple of the pattern period (256 blocks)
 CHUNK_BLOCKS = 2048
-#: chunks in flight at once in bulk transfers
+#: chunks in flight at once in bulk transfers (at least 2: one buffer is always being
+#: produced or compared while the others are with the device)
 IO_DEPTH = 4
+assert IO_DEPTH >= 2
 
 #: ``progress(done_bytes, total_bytes)``, as cli._render.Progress accepts
 Progress = Callable[[int, int], None]

@@ -16,6 +16,7 @@ cut short leaves no valid label and ``check`` says "needs format".
 
 from __future__ import annotations
 
+import itertools
 import logging
 import mmap
 import uuid as uuid_mod
@@ -181,7 +182,7 @@ def _write_partition(device: DumpDevice, label: PartitionLabel, progress: Progre
     device.flush()
     pattern = BlockPattern(label, CHUNK_BLOCKS)
     total = device.geometry.size
-    _write_pattern(io, pattern, label.data_extent, progress, done=0, total=total)
+    _write_pattern(io, pattern, [label.data_extent], progress, total)
     _write_zeros(io, 1, label.reserve_blocks)
     device.flush()
     io.write(BACKUP_LABEL_LBA, label.as_copy(LabelCopy.BACKUP).pack_block())
@@ -202,19 +203,19 @@ def _write_zeros(io: BlockIO, first_lba: int, end_lba: int) -> None:
 def _write_pattern(
     io: BlockIO,
     pattern: BlockPattern,
-    extent: BlockExtent,
+    extents: Iterable[BlockExtent],
     progress: Progress | None,
-    *,
-    done: int,
     total: int,
 ) -> int:
-    """Write the pattern over ``extent``; return ``done`` plus the bytes written."""
+    """Write the pattern over ``extents``, IO_DEPTH chunks in flight; return the bytes written."""
+    pieces = itertools.chain.from_iterable(chunks(e) for e in extents)
+    done = 0
     views = buffers()
     # what each buffer holds: (lba, blocks); a full chunk only needs its lbas restamped
     holds: list[tuple[int, int] | None] = [None] * IO_DEPTH
     in_flight: deque[Future[None]] = deque()
     with ThreadPoolExecutor(max_workers=IO_DEPTH, thread_name_prefix="diskdump-write") as pool:
-        for index, (lba, count) in enumerate(chunks(extent)):
+        for index, (lba, count) in enumerate(pieces):
             if len(in_flight) == IO_DEPTH:
                 in_flight.popleft().result()  # frees buffer index % IO_DEPTH
             slot = index % IO_DEPTH
@@ -254,9 +255,6 @@ def reinit_blocks(
             io.check_bounds(run.start_lba, run.block_count * label.block_size)
     pattern = BlockPattern(label, CHUNK_BLOCKS)
     total = sum(r.block_count for r in runs) * label.block_size
-    done = 0
-    for run in runs:
-        if run.block_count:
-            done = _write_pattern(io, pattern, run, progress, done=done, total=total)
+    done = _write_pattern(io, pattern, runs, progress, total)
     device.flush()
     return done // label.block_size

@@ -46,12 +46,16 @@ log = logging.getLogger(__name__)
 #: callback(phase, seconds the phase took, console line that ended it)
 PhaseCallback = Callable[[str, float, str], None]
 
+#: smallest crashkernel= (MiB) measured to capture with this initramfs (docs/vm.md)
+DEFAULT_CRASHKERNEL_MIB = 192
 #: the blank disk the writer must skip, and the formatted dump device, as the guest sees them
 BLANK_DEVICE, DUMP_DEVICE = "/dev/vda", "/dev/vdb"
 #: guest device of the ext4 disk savecore writes to when it runs in the guest
 SAVE_DEVICE = "/dev/vdc"
 #: appended to the capture kernel's command line (vm-notes.md; kdumpctl uses the same)
 CAPTURE_APPEND = "console=ttyS0 irqpoll nr_cpus=1 reset_devices panic=1 quiet"
+#: zstd level of the first-stage archive: its big files (bzImage, capture.img) are compressed
+_FAST_ZSTD_LEVEL = 1
 #: extra room on the dump device beyond guest RAM, MiB
 _DUMP_MARGIN_MIB = 64
 #: MiB in bytes
@@ -90,7 +94,7 @@ class CycleOptions:
     workdir: Path = Path("vm-cycle")
     memory_mib: int = 512
     cpus: int = 2
-    crashkernel_mib: int = 160
+    crashkernel_mib: int = DEFAULT_CRASHKERNEL_MIB
     arm_with: str = "diskdump"
     savecore_in_guest: bool = False
     dump_options: tuple[str, ...] = ('compress = "zstd"', "level = 1", 'verify = "full"')
@@ -174,7 +178,7 @@ def _first_stage(opts: CycleOptions, capture: Path, vmlinuz: Path, modules_dir: 
         names = ["virtio_pci", "virtio_blk", "ext4"]
         overlay.add_modules(resolve_modules(modules_dir, names))
     overlay_path = opts.workdir / "overlay.img"
-    overlay.write(overlay_path, compress=False)  # bzImage and capture.img are compressed
+    overlay.write(overlay_path, level=_FAST_ZSTD_LEVEL)
     first = opts.workdir / "first.img"
     first.write_bytes(capture.read_bytes() + overlay_path.read_bytes())
     return first
@@ -197,10 +201,15 @@ def _follow(guest: Guest, result: CycleResult, on_phase: PhaseCallback | None) -
     guest.wait_exit(60)
 
 
-def run_cycle(opts: CycleOptions, on_phase: PhaseCallback | None = None) -> CycleResult:
+def run_cycle(
+    opts: CycleOptions,
+    on_phase: PhaseCallback | None = None,
+    on_line: Callable[[str], None] | None = None,
+) -> CycleResult:
     """Run one full cycle; the console log stays in ``opts.workdir``.
 
     :param on_phase: called after each phase with its name and duration
+    :param on_line: called with each line of the guest's serial console
     :raises VMError: a phase did not complete (the message names the console log)
     """
     opts.workdir.mkdir(parents=True, exist_ok=True)
@@ -229,7 +238,7 @@ def run_cycle(opts: CycleOptions, on_phase: PhaseCallback | None = None) -> Cycl
         disks=disks,
         reboot=True,
     )
-    with Guest(spec, opts.workdir) as guest:
+    with Guest(spec, opts.workdir, on_line) as guest:
         _follow(guest, result, on_phase)
     if not opts.savecore_in_guest:
         _host_savecore(opts, disks[1], result, on_phase)

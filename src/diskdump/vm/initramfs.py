@@ -21,7 +21,6 @@ import subprocess
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import BinaryIO
 
 import zstandard
 
@@ -135,20 +134,21 @@ class Initramfs:
             total += len(source) if isinstance(source, bytes) else source.stat().st_size
         return total
 
-    def write(self, output: Path, *, compress: bool = True) -> int:
-        """Write the newc archive to ``output`` (atomically), zstd-compressed unless told not.
+    def write(self, output: Path, *, level: int = ZSTD_LEVEL) -> int:
+        """Write the zstd-compressed newc archive to ``output`` (atomically).
 
-        :param compress: False for archives of already-compressed files (the kernel
-            reads uncompressed archives too)
+        Archives stay compressed even when their files are: Linux 6.1 fails to find
+        an uncompressed archive appended to a zstd one ("invalid magic at start of
+        compressed archive").
+
+        :param level: zstd level; a low one for archives of already-compressed files
         :return: the size written in bytes
         """
         tmp = output.with_name(f".{output.name}.{os.getpid()}.tmp")
         with contextlib.ExitStack() as stack:
             raw = stack.enter_context(open(tmp, "wb"))
-            out: BinaryIO = raw
-            if compress:
-                compressor = zstandard.ZstdCompressor(level=ZSTD_LEVEL)
-                out = stack.enter_context(compressor.stream_writer(raw, closefd=False))
+            compressor = zstandard.ZstdCompressor(level=level)
+            out = stack.enter_context(compressor.stream_writer(raw, closefd=False))
             cpio = stack.enter_context(CpioWriter(out))
             for name in _BASE_DIRS:
                 cpio.add_dir(name)

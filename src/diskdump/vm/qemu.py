@@ -17,6 +17,7 @@ import re
 import shutil
 import subprocess
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -99,10 +100,15 @@ class Guest:
 
     :param spec: what to boot
     :param workdir: directory for console.log and the QMP socket
+    :param on_line: called with each complete console line as :meth:`wait_for` sees it
     """
 
-    def __init__(self, spec: GuestSpec, workdir: Path) -> None:
+    def __init__(
+        self, spec: GuestSpec, workdir: Path, on_line: Callable[[str], None] | None = None
+    ) -> None:
         self.spec = spec
+        self._on_line = on_line
+        self._fed = 0
         self.workdir = workdir
         self.console_log = workdir / "console.log"
         self._socket = workdir / "qmp.sock"
@@ -183,6 +189,7 @@ class Guest:
         deadline = time.monotonic() + timeout
         while True:
             text = self.console()
+            self._feed(text)
             match = regex.search(text, start)
             if match is not None:
                 return match
@@ -203,6 +210,15 @@ class Guest:
                     path=str(self.console_log),
                 )
             time.sleep(_POLL_INTERVAL)
+
+    def _feed(self, text: str) -> None:
+        if self._on_line is None:
+            return
+        end = text.rfind("\n") + 1
+        if end > self._fed:
+            for line in text[self._fed : end].splitlines():
+                self._on_line(line.rstrip("\r"))
+            self._fed = end
 
     def wait_exit(self, timeout: float) -> int:
         """Wait for QEMU to exit by itself (guest poweroff with -no-reboot); its exit status.

@@ -9,7 +9,7 @@ from typing import Any
 
 from diskdump.cli._render import Progress, emit_json, human_size
 from diskdump.cli.exitcodes import ExitCode
-from diskdump.config import load_config, parse_size
+from diskdump.config import DeviceSpec, load_config, parse_size
 from diskdump.savecore.save import (
     DeviceReport,
     Outcome,
@@ -121,7 +121,7 @@ def register(sub: Any) -> None:
     parser.set_defaults(func=run)
 
 
-def _options(args: argparse.Namespace) -> tuple[list[Any], SaveOptions]:
+def _options(args: argparse.Namespace) -> tuple[list[DeviceSpec], SaveOptions]:
     config = load_config(args.config, required=args.config is not None)
     if args.device:
         config = config.with_devices(args.device)
