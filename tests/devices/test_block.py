@@ -113,3 +113,26 @@ def test_image_file_in_use_as_swap_or_loop_is_unusable(tmp_path: Path) -> None:
         verdict = device.sanity_check()
         assert verdict.health is Health.UNUSABLE
         assert verdict.reason == f"file is attached to {dev}; use that device"
+
+
+def test_empty_resized_and_ram_backed_devices_are_unusable(tmp_path: Path) -> None:
+    empty = tmp_path / "empty.img"
+    empty.touch()
+    with loop_device(empty) as dev, BlockDevice(dev) as device:
+        assert device.sanity_check().reason == "device has no capacity (no medium, not set up)"
+    image = make_image(tmp_path / "grow.img", SIZE)
+    with loop_device(image) as dev, BlockDevice(dev) as device:
+        assert device.sanity_check().health is Health.SANE
+        with open(image, "r+b") as f:
+            os.posix_fallocate(f.fileno(), 0, 2 * SIZE)
+        run(need_tool("losetup"), "--set-capacity", dev)
+        assert device.sanity_check().reason == (
+            f"device size changed since it was opened (now {2 * SIZE} bytes)"
+        )
+    zram = Path("/dev/zram0")
+    if not zram.is_block_device():
+        pytest.skip("no zram device on this machine (the kernel has no zram driver)")
+    with BlockDevice(zram) as device:
+        verdict = device.sanity_check()
+    assert verdict.health is Health.UNUSABLE
+    assert verdict.reason == "memory-backed device (zram0): its contents do not survive a reboot"

@@ -219,9 +219,14 @@ def test_level_0_has_no_shared_zero_page(tmp_path: Path) -> None:
     assert result1.pages_zero > 0 and result1.file_size < result.file_size
 
 
-def test_levels_above_1_are_refused(tmp_path: Path) -> None:
-    with (tmp_path / "v").open("wb") as f, pytest.raises(ConfigError, match=r"page classif"):
+def test_levels_outside_0_31_are_refused_and_31_is_recorded(tmp_path: Path) -> None:
+    with (tmp_path / "v").open("wb") as f, pytest.raises(ConfigError, match=r"out of range"):
+        write_kdump(build_source(), f, level=32)
+    path = tmp_path / "v31"
+    with path.open("wb") as f:
         write_kdump(build_source(), f, level=31)
+    with KdumpFile.open(path) as kfile:
+        assert kfile.sub_header.dump_level == 31
 
 
 def test_incomplete_source_sets_status(tmp_path: Path) -> None:

@@ -121,8 +121,8 @@ def test_existing_output(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
-        ({"level": 2}, r"dump levels above 1 need page classification"),
-        ({"level": 31}, r"page classification in field level"),
+        ({"level": 32}, r"dump level out of range in field level"),
+        ({"level": -1}, r"dump level out of range in field level: expected '0-31"),
         ({"format": "lkcd"}, r"unknown output format in field format"),
         ({"compress": "gzip"}, r"unknown page codec in field compress"),
     ],
@@ -199,8 +199,8 @@ def test_cli_convert_text_and_progress(
 
 def test_cli_errors(tmp_path: Path, kernel_elf: Path, capsys: pytest.CaptureFixture) -> None:
     out = tmp_path / "vmcore"
-    assert main(["convert", str(kernel_elf), str(out), "--level", "3"]) == 64
-    assert "dump levels above 1 need page classification" in capsys.readouterr().err
+    assert main(["convert", str(kernel_elf), str(out), "--level", "40"]) == 64
+    assert "dump level out of range" in capsys.readouterr().err
     assert main(["convert", str(kernel_elf), str(out), "--compress", "gzip"]) == 64
     assert "invalid choice: 'gzip'" in capsys.readouterr().err
     out.write_bytes(b"x")

@@ -12,7 +12,10 @@ are missing, naming why.
 
 from __future__ import annotations
 
+import contextlib
 import shutil
+from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -41,3 +44,21 @@ def qmp_dumps_61() -> QmpVmcores:
     """QMP dumps of Debian 12's 6.1 kernel only."""
     need_vm_tools()
     return qmp_vmcores("6.1")
+
+
+#: where a failing VM test leaves its console log (the checkout's artefacts/, git-ignored)
+ARTEFACTS = Path(__file__).resolve().parents[2] / "artefacts" / "vm"
+
+
+@contextlib.contextmanager
+def keep_on_failure(workdir: Path, name: str) -> Iterator[None]:
+    """Copy ``workdir``'s console log and QEMU stderr to artefacts/vm/<name>/ if the body fails."""
+    try:
+        yield
+    except BaseException:
+        dest = ARTEFACTS / name
+        dest.mkdir(parents=True, exist_ok=True)
+        for item in ("console.log", "qemu.stderr"):
+            if (workdir / item).exists():
+                shutil.copyfile(workdir / item, dest / item)
+        raise

@@ -14,6 +14,7 @@ from diskdump.devices.base import BlockIO
 from diskdump.formats.dumpimage import open_dump
 from diskdump.formats.elf import ElfVmcore
 from diskdump.formats.filtered import filter_source
+from diskdump.formats.kdump_read import KdumpFile
 from diskdump.formats.memsource import runs_page_count
 from diskdump.formats.vmcoreinfo import vmcoreinfo_from_notes
 from diskdump.partition.ops import read_label
@@ -50,3 +51,15 @@ def test_dump_level_matches_the_filter(
                 )
         finally:
             dev.shutdown()
+
+
+@pytest.mark.vm
+def test_convert_level_31_matches_the_filter(qmp_dumps_61: QmpVmcores, tmp_path: Path) -> None:
+    out = tmp_path / "vmcore"
+    assert main(["convert", str(qmp_dumps_61.elf), str(out), "--level", "31"]) == 0
+    with ElfVmcore.open(str(qmp_dumps_61.elf)) as core:
+        info = vmcoreinfo_from_notes(core.notes)
+        expected = filter_source(core, 30, info)
+        with KdumpFile.open(out) as kfile:
+            assert kfile.sub_header.dump_level == 31
+            assert list(kfile.data_runs()) == list(expected.data_runs())

@@ -4,6 +4,7 @@
 sanity_check looks at what a kernel engineer would before writing to a raw device::
 
     exists, is a block device        stat(2)                         else UNUSABLE
+    has a medium, kept over reboot   BLKGETSIZE64 > 0 and unchanged; not zram/brd (RAM)
     not mounted (nor a partition)    /proc/self/mountinfo maj:min + source
     not active swap                  /proc/swaps
     no holders (dm, md, bcache)      /sys/dev/block/M:m/holders (and its partitions')
@@ -52,6 +53,8 @@ _U64 = struct.Struct("=Q")
 _SCSI_RUNNING = "running"
 _SCSI_TRANSIENT = ("blocked", "quiesce", "created")  # may recover: MAYBE, not UNUSABLE
 _MOUNTINFO = Path("/proc/self/mountinfo")
+#: RAM-backed block drivers (zram, brd): a dump there is gone after the reboot
+_VOLATILE_PREFIXES = ("zram", "ram")
 
 
 def _ioctl_int(fd: int, request: int, fmt: struct.Struct = _INT) -> int:
@@ -157,6 +160,7 @@ class BlockDevice(DumpDevice):
             return SanityResult(Health.UNUSABLE, "path no longer names the device opened")
         # UNUSABLE verdicts first (the most telling one wins), then MAYBE ones
         checks = (
+            self._check_medium,
             self._check_mounted,
             self._check_swap,
             self._check_holders,
@@ -180,6 +184,21 @@ class BlockDevice(DumpDevice):
             f"block {kind} {self.sysfs.name}, {self._geometry.size} bytes, logical block "
             f"{self.logical_block_size}, O_DIRECT {poll} i/o"
         )
+
+    def _check_medium(self) -> SanityResult | None:
+        if self._disk.name.startswith(_VOLATILE_PREFIXES):
+            return SanityResult(
+                Health.UNUSABLE,
+                f"memory-backed device ({self._disk.name}): its contents do not survive a reboot",
+            )
+        size = _ioctl_int(self._fd, BLKGETSIZE64, _U64)
+        if size == 0:
+            return SanityResult(Health.UNUSABLE, "device has no capacity (no medium, not set up)")
+        if size // BLOCK_SIZE != self._geometry.block_count:
+            return SanityResult(
+                Health.UNUSABLE, f"device size changed since it was opened (now {size} bytes)"
+            )
+        return None
 
     def _check_mounted(self) -> SanityResult | None:
         devs = self._family_devs()

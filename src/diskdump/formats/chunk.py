@@ -13,7 +13,8 @@ the stream.
     off  size  field
     0    8     magic "DDCHUNK1"
     8    2     version (1)
-    10   2     codec         formats.codecs.CompressFlag of the payload (0: raw)
+    10   2     codec         formats.codecs.CompressFlag of the payload (0: raw);
+                             bit 15 (CODEC_SEALED): the payload is sealed (encrypted dump)
     12   4     sequence      0, 1, 2, ... in write order
     16   16    dump_id       the dump header's dump_id
     32   8     start_pfn     first pfn of the range
@@ -21,7 +22,7 @@ the stream.
     44   4     present_count pages whose contents are in the payload
     48   4     payload_size  bytes of payload as stored
     52   4     raw_size      present_count * page_size (payload after decompression)
-    56   4     payload_crc   crc32 of the stored payload
+    56   4     payload_crc   crc32 of the stored payload (the sealed bytes when sealed)
     60   4     header_crc    crc32 of bytes 0..59 and the state map
     64   P     state map     2 bits per page, page i at bits 2*(i%4) of byte i//4 (PageState)
     ...        zero up to CHUNK_HEADER_SIZE (512)
@@ -31,6 +32,16 @@ the stream.
 The payload is one stream per chunk rather than one per page: on kernel memory
 it compresses better and costs one call per chunk (figures in docs/panic.md).
 A chunk whose compressed form would not be smaller is stored with codec NONE.
+
+Sealed chunks (an encrypted dump, formats/crypt.py): the payload is first
+compressed, then sealed with ChaCha20-Poly1305 (nonce from ``sequence``); it
+grows by the 16-byte tag, which ``payload_size`` counts. The header stays in
+clear (page states, sizes), so a dump can be found and sized without the key,
+and it is the associated data of the seal with ``payload_crc`` read as zero
+(the crc covers the sealed bytes, so it cannot be inside them): moving a
+header onto another chunk or editing any header byte fails authentication.
+A bad ``payload_crc`` means the device damaged the bytes; a good crc with a
+failing tag means the bytes were changed on purpose.
 
 formats/dumpimage.py reads a whole dump (headers, metadata, chunks) back as a
 :class:`~diskdump.formats.memsource.MemorySource`.
@@ -42,7 +53,7 @@ import enum
 import logging
 import struct
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from diskdump._binary import checksum32
@@ -54,10 +65,12 @@ from diskdump.errors import (
     UnsupportedVersionError,
 )
 from diskdump.formats.codecs import Codec, CompressFlag, codec_for_flag
+from diskdump.formats.crypt import TAG_SIZE, ChunkCipher
 
 __all__ = [
     "CHUNK_HEADER_SIZE",
     "CHUNK_MAGIC",
+    "CODEC_SEALED",
     "MAX_CHUNK_PAGES",
     "ChunkHeader",
     "PageState",
@@ -81,6 +94,8 @@ _FIXED = struct.Struct("<8sHHI16sQIIIII")
 _CRC = struct.Struct("<I")
 #: 4 pages per state-map byte
 _PAGES_PER_BYTE = 4
+#: bit of the codec field marking a sealed (encrypted) payload; CompressFlag uses bits 0-5
+CODEC_SEALED = 0x8000
 #: the codec ids a chunk may name: CompressFlag values (formats/codecs.py)
 _KNOWN_FLAGS = frozenset(int(flag) for flag in CompressFlag) | {0}
 _STATE_BITS = 2
@@ -130,6 +145,7 @@ class ChunkHeader:
     raw_size: int
     payload_crc: int
     states: bytes  #: one PageState value per page
+    sealed: bool = False  #: the payload is encrypted (CODEC_SEALED)
 
     @property
     def end_pfn(self) -> int:
@@ -145,7 +161,7 @@ class ChunkHeader:
         fixed = _FIXED.pack(
             CHUNK_MAGIC,
             CHUNK_VERSION,
-            int(self.codec),
+            int(self.codec) | (CODEC_SEALED if self.sealed else 0),
             self.sequence,
             self.dump_id,
             self.start_pfn,
@@ -158,6 +174,10 @@ class ChunkHeader:
         smap = pack_states(self.states)
         crc = _CRC.pack(checksum32(smap, checksum32(fixed)))
         return (fixed + crc + smap).ljust(CHUNK_HEADER_SIZE, b"\0")
+
+    def associated_data(self) -> bytes:
+        """What a sealed payload authenticates: this header with ``payload_crc`` zero."""
+        return replace(self, payload_crc=0).pack()
 
     @classmethod
     def unpack(
@@ -192,7 +212,7 @@ class ChunkHeader:
                 found=stored,
             )
         header = cls(
-            _codec(v[2], device, offset),
+            _codec(v[2] & ~CODEC_SEALED, device, offset),
             v[3],
             bytes(v[4]),
             v[5],
@@ -202,6 +222,7 @@ class ChunkHeader:
             v[9],
             v[10],
             unpack_states(smap, page_count),
+            bool(v[2] & CODEC_SEALED),
         )
         header._validate(page_size, device, offset)
         return header
@@ -221,13 +242,23 @@ class ChunkHeader:
                 expected=(present, present * page_size),
                 found=(self.present_count, self.raw_size),
             )
-        if self.codec is CompressFlag.NONE and self.payload_size != self.raw_size:
+        overhead = ChunkCipher.OVERHEAD if self.sealed else 0
+        if self.codec is CompressFlag.NONE and self.payload_size != self.raw_size + overhead:
             raise CorruptDataError(
                 "uncompressed chunk payload has the wrong size",
                 device=device,
                 offset=offset,
                 field="payload_size",
-                expected=self.raw_size,
+                expected=self.raw_size + overhead,
+                found=self.payload_size,
+            )
+        if self.sealed and self.payload_size < TAG_SIZE:
+            raise CorruptDataError(
+                "sealed chunk payload is shorter than its tag",
+                device=device,
+                offset=offset,
+                field="payload_size",
+                expected=f">= {TAG_SIZE}",
                 found=self.payload_size,
             )
 
@@ -309,15 +340,20 @@ def build_chunk(
     raw: bytes,
     codec: Codec,
     block_size: int,
+    cipher: ChunkCipher | None = None,
 ) -> bytes:
     """Encode one chunk, padded to whole blocks (runs in a compression worker).
 
     :param states: one :class:`PageState` per pfn from ``start_pfn``
     :param raw: the PRESENT pages' contents, concatenated in pfn order
     :param codec: compresses the payload as one stream; kept raw when not smaller
+    :param cipher: seal the compressed payload (an encrypted dump); None: clear
     """
     packed = codec.compress(raw) if raw else None
     payload, used = (raw, CompressFlag.NONE) if packed is None else (packed, codec.flag)
+    # even a chunk without payload bytes (all pages zero) is sealed: its tag authenticates
+    # the header, so its state map cannot be edited unnoticed
+    sealed = cipher is not None
     header = ChunkHeader(
         used,
         sequence,
@@ -325,11 +361,15 @@ def build_chunk(
         start_pfn,
         len(states),
         states.count(PageState.PRESENT),
-        len(payload),
+        len(payload) + (ChunkCipher.OVERHEAD if sealed else 0),
         len(raw),
-        checksum32(payload),
+        0,
         states,
+        sealed,
     )
+    if cipher is not None:
+        payload = cipher.seal(sequence, header.associated_data(), payload)
+    header = replace(header, payload_crc=checksum32(payload))
     body = header.pack() + payload
     return body + bytes(-len(body) % block_size)
 

@@ -58,8 +58,8 @@ log = logging.getLogger(__name__)
 
 #: makedumpfile ``-d`` bit 1: exclude (share) zero pages
 DUMP_LEVEL_ZERO = 1
-#: dump levels this writer implements without page classification
-_SUPPORTED_LEVELS = (0, DUMP_LEVEL_ZERO)
+#: highest makedumpfile dump level (-d 31: every exclusion bit)
+MAX_DUMP_LEVEL = 31
 #: pfns per bitmap window (a multiple of 8): 32 KiB of each bitmap, 1 GiB of 4 KiB pages
 WINDOW_PFNS = 1 << 18
 #: pages read from the source per batch
@@ -124,17 +124,21 @@ class _Layout:
 
 
 def check_dump_level(level: int) -> int:
-    """Refuse dump levels this writer cannot produce.
+    """Refuse dump levels outside makedumpfile's 0-31.
 
-    :raises ConfigError: a level with bits above zero pages
+    The writer applies bit 1 (zero pages) itself; the type bits (2, 4, 8, 16)
+    must already have been applied to the source by
+    :func:`diskdump.formats.filtered.filter_source`. The sub header records
+    ``level`` as given.
+
+    :raises ConfigError: a level outside 0-31
     """
-    if level not in _SUPPORTED_LEVELS:
+    if not 0 <= level <= MAX_DUMP_LEVEL:
         raise ConfigError(
-            "dump levels above 1 need page classification",
+            "dump level out of range",
             field="level",
-            expected=list(_SUPPORTED_LEVELS),
+            expected=f"0-{MAX_DUMP_LEVEL} (makedumpfile -d bits)",
             found=level,
-            hint="use --level 0 (every page) or 1 (zero pages shared)",
         )
     return level
 
@@ -156,7 +160,8 @@ def write_kdump(
     :param out: a writable binary file with a descriptor; truncated, then written with
         ``pwrite`` (the file position is not used)
     :param compress: codec name (``none``, ``zlib``, ``lzo``, ``snappy``, ``zstd``) or a codec
-    :param level: dump level, 0 or 1 (bit 1 shares zero pages)
+    :param level: dump level recorded in the sub header (0-31); bit 1 shares zero pages,
+        the type bits must already be applied to ``source`` (``filter_source``)
     :param utsname: the crashed kernel's utsname; default: release from VMCOREINFO
         ``OSRELEASE``, version ``unknown``, sysname ``Linux``, machine ``x86_64``
     :param progress: called as ``progress(done, total)`` in bytes of source pages

@@ -9,10 +9,11 @@ target directory (mode 0600), fsync, rename, fsync of the directory. A stream
 kdump file needs random access, so flattened output is first written to an
 unnamed temporary file and then streamed in ascending records.
 
-Dump levels: 0 keeps every page, 1 drops zero pages (kdump: shared zero page;
-ELF: zero pages left out of the segments, as ``makedumpfile -E -d 1``). Higher
-levels need page classification and are refused by :func:`resolve_level`, the
-one place that decides what a level means.
+Dump levels are makedumpfile's ``-d`` bits. Bit 1 drops zero pages (kdump:
+shared zero page; ELF: zero pages left out of the segments, as ``makedumpfile
+-E -d 1``); the type bits (2, 4, 8, 16) are applied by page classification
+(:func:`~diskdump.formats.filtered.filter_source`) in :func:`_filtered`, which
+refuses a level the kernel's struct page layout cannot honour rather than guess.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from diskdump.errors import ConfigError, DiskdumpError, OutputExistsError
 from diskdump.formats.codecs import CODEC_NAMES, get_codec
 from diskdump.formats.detect import open_vmcore
 from diskdump.formats.elf import write_elf
+from diskdump.formats.filtered import filter_source
 from diskdump.formats.flattened import write_flattened
 from diskdump.formats.kdump import NewUtsname
 from diskdump.formats.kdump_read import KdumpFile
@@ -92,11 +94,24 @@ class ConvertResult:
 
 
 def resolve_level(level: int) -> int:
-    """The dump level to apply; the single place that knows which levels exist.
+    """The dump level to apply (0-31); the single place that knows which levels exist.
 
-    :raises ConfigError: levels above 1 (they need page classification)
+    :raises ConfigError: a level outside 0-31
     """
     return check_dump_level(level)
+
+
+def _filtered(memory: MemorySource, level: int) -> MemorySource:
+    """``memory`` with the type bits of ``level`` applied (bit 1 is the writers' own).
+
+    :raises UnsupportedVersionError: the kernel's layout cannot honour the level
+    :raises NotThisFormatError: the vmcore has no VMCOREINFO to classify pages with
+    """
+    types = level & ~DUMP_LEVEL_ZERO
+    if not types:
+        return memory
+    info = vmcoreinfo_from_notes(memory.notes)
+    return filter_source(memory, types, info)
 
 
 def convert(
@@ -134,7 +149,8 @@ def convert(
     if isinstance(out, str | os.PathLike) and os.path.lexists(out) and not overwrite:
         raise OutputExistsError("output exists", path=os.fspath(out), hint="pass --force")
     started = time.monotonic()
-    with _opened(source) as memory:
+    with _opened(source) as opened:
+        memory = _filtered(opened, options.level)
         if isinstance(out, str | os.PathLike):
             with _atomic(Path(out)) as stream:
                 pages, size = _write(memory, stream, options, progress)

@@ -43,8 +43,11 @@ EPILOG = """\
 dump levels (makedumpfile -d bits):
   0   every page of the input
   1   zero pages excluded (kdump: they share one stored zero page)
-  higher levels (page cache, user and free pages) need page classification and
-  are refused for now
+  2   page cache without private data     4   all page cache
+  8   user process data (anonymous, hugetlbfs)   16  free pages
+  Sum the bits (31 = everything). Bits 2-16 classify each page from its struct
+  page through VMCOREINFO (Linux 4.16-7.1 layouts; see docs/levels.md); a level
+  the kernel's layout cannot honour is refused, never guessed.
 
 codecs (--compress, kdump only): none, zlib (standard library; every reader has
   it), zstd, lzo, snappy (optional: pip install 'diskdump[zstd]', '[lzo]',
@@ -59,8 +62,9 @@ output:
 exit status:
   0   converted
   1   IN is not a vmcore or is damaged, OUT exists (without --force) or cannot be
-      written, or the codec's library is not installed
-  64  usage error (unknown format or codec, a level above 1)
+      written, the codec's library is not installed, or the level needs page
+      classification the vmcore cannot support (no VMCOREINFO, unknown layout)
+  64  usage error (unknown format or codec, a level outside 0-31)
 
 examples:
   diskdump convert /proc/vmcore vmcore --format kdump --compress zstd --level 1
@@ -87,7 +91,7 @@ def register(sub: Any) -> None:
     parser.add_argument("--compress", choices=CODEC_NAMES, default="zlib",
                         help="kdump page codec (default: zlib)")  # fmt: skip
     parser.add_argument("--level", type=int, default=1, metavar="N",
-                        help="dump level: 0 all pages, 1 no zero pages (default: 1)")  # fmt: skip
+                        help="dump level, makedumpfile -d bits 0-31 (default: 1; see below)")
     parser.add_argument("--zstd-level", type=int, default=None, metavar="N",
                         help="zstd compression level (default: 1, as makedumpfile)")  # fmt: skip
     parser.add_argument("--threads", type=int, default=1, metavar="N",
