@@ -46,7 +46,7 @@ def _start(name: str, workdir: Path, seconds: float) -> subprocess.Popen[str]:
         "tests.fuzz.runner",
         name,
         f"-max_total_time={int(seconds)}",
-        "-timeout=20",
+        "-timeout=30",
         "-rss_limit_mb=3072",
         "-malloc_limit_mb=512",
         "-print_final_stats=1",

@@ -61,6 +61,7 @@ from diskdump.errors import (
     BadMagicError,
     ChecksumError,
     CorruptDataError,
+    CryptoError,
     TruncatedError,
     UnsupportedVersionError,
 )
@@ -375,25 +376,38 @@ def build_chunk(
 
 
 def decode_payload(
-    header: ChunkHeader, payload: bytes, *, device: str | None = None, offset: int = 0
+    header: ChunkHeader,
+    payload: bytes,
+    *,
+    device: str | None = None,
+    offset: int = 0,
+    cipher: ChunkCipher | None = None,
 ) -> bytes:
-    """Verify and decompress a chunk payload into its ``raw_size`` bytes.
+    """Verify, open (when sealed) and decompress a chunk payload into its ``raw_size`` bytes.
 
     :param offset: byte offset of the payload on ``device``, for messages
-    :raises ChecksumError: payload crc mismatch
+    :param cipher: the dump key's cipher, needed for a sealed chunk
+    :raises ChecksumError: payload crc mismatch (the stored bytes were damaged)
+    :raises CryptoError: a sealed chunk without a cipher, or one that fails
+        authentication (a crc that matches and a tag that does not: altered on purpose)
     :raises CorruptDataError: the payload does not decompress to ``raw_size`` bytes
     :raises CodecUnavailableError: the payload's codec library is not installed
     """
     actual = checksum32(payload)
     if actual != header.payload_crc:
+        what = "chunk payload checksum mismatch"
+        if header.sealed:
+            what = f"chunk {header.sequence} payload checksum mismatch (stored bytes damaged)"
         raise ChecksumError(
-            "chunk payload checksum mismatch",
+            what,
             device=device,
             offset=offset,
             field="payload_crc",
             expected=header.payload_crc,
             found=actual,
         )
+    if header.sealed:
+        payload = _open_sealed(header, payload, cipher, device, offset)
     if header.codec is CompressFlag.NONE:
         return payload
     try:
@@ -407,6 +421,25 @@ def decode_payload(
             expected=header.raw_size,
             found=err.found,
         ) from err
+
+
+def _open_sealed(
+    header: ChunkHeader,
+    sealed: bytes,
+    cipher: ChunkCipher | None,
+    device: str | None,
+    offset: int,
+) -> bytes:
+    if cipher is None:
+        raise CryptoError(
+            f"chunk {header.sequence} is encrypted and no key was given",
+            device=device,
+            offset=offset,
+            hint="decrypt with the private key: diskdump decrypt --key PRIVATE.pem",
+        )
+    return cipher.open(
+        header.sequence, header.associated_data(), sealed, offset=offset, device=device
+    )
 
 
 def is_chunk(block: bytes | bytearray | memoryview) -> bool:

@@ -37,6 +37,12 @@ Device layout (``lba`` in device blocks, ``R = label.reserve_blocks``, ``N`` blo
 
     metadata record: type u16, reserved u16, length u32, payload, zero pad to 8 bytes
 
+    encrypted dump (flag ENCRYPTED, formats/encrypted.py): the metadata is
+        clear records: RAM_RUNS, DATA_RUNS, PANIC_STRING, SOURCE, KEY_ENVELOPE
+        SEALED record (last): ChaCha20-Poly1305 over the records NOTES,
+            KERNEL_LOG, VMCOREINFO, with every clear record before it as
+            associated data; meta_crc covers the sealed bytes as stored
+
 Write order (the panic writer): leading header with status INCOMPLETE, then the
 metadata (so that a dump cut short still carries utsname, panic string, notes
 and kernel log), then chunks, then a flush, then the trailing header and the
@@ -78,6 +84,7 @@ __all__ = [
     "is_cleared_header",
     "is_dump_header",
     "pack_metadata",
+    "pack_record",
     "unpack_metadata",
 ]
 
@@ -130,6 +137,7 @@ class DumpFlag(enum.IntFlag):
     SOURCE_SHORT = 0x4  #: the memory source itself was incomplete
     FALLBACK = 0x8  #: an earlier device failed and this one took over
     MAYBE_DEVICE = 0x10  #: the device was taken in the second ("maybe") pass
+    ENCRYPTED = 0x20  #: chunks and the secret metadata are sealed (formats/encrypted.py)
 
 
 class RecordType(enum.IntEnum):
@@ -142,6 +150,8 @@ class RecordType(enum.IntEnum):
     KERNEL_LOG = 5  #: UTF-8 text of the kernel log ring
     VMCOREINFO = 6  #: VMCOREINFO text (also inside NOTES)
     SOURCE = 7  #: UTF-8 description of where the memory came from
+    KEY_ENVELOPE = 8  #: the dump key wrapped for the public key (formats/crypt.KeyEnvelope)
+    SEALED = 9  #: sealed records (NOTES, KERNEL_LOG, VMCOREINFO) of an encrypted dump
 
 
 @dataclass(frozen=True, slots=True)
@@ -382,6 +392,14 @@ class DumpMetadata:
     kernel_log: str = ""
     vmcoreinfo: bytes = b""
     source: str = ""
+    key_envelope: bytes = b""  #: packed KeyEnvelope (encrypted dumps only)
+    sealed: bytes = b""  #: sealed secret records (encrypted dumps only)
+
+
+def pack_record(rtype: RecordType, payload: bytes) -> bytes:
+    """One metadata record: type, reserved, length, payload, zero pad to 8 bytes."""
+    body = _RECORD.pack(rtype, 0, len(payload)) + payload
+    return body + bytes(-len(body) % _RECORD_ALIGN)
 
 
 def pack_metadata(meta: DumpMetadata) -> bytes:
@@ -395,10 +413,12 @@ def pack_metadata(meta: DumpMetadata) -> bytes:
         (RecordType.VMCOREINFO, meta.vmcoreinfo),
         (RecordType.SOURCE, meta.source.encode()),
     )
+    # the two records of an encrypted dump only when present: a clear dump's bytes stay as
+    # they were; SEALED comes last (its associated data is every record before it)
+    optional = ((RecordType.KEY_ENVELOPE, meta.key_envelope), (RecordType.SEALED, meta.sealed))
     out = bytearray()
-    for rtype, payload in records:
-        out += _RECORD.pack(rtype, 0, len(payload)) + payload
-        out += bytes(-len(out) % _RECORD_ALIGN)
+    for rtype, payload in (*records, *((t, p) for t, p in optional if p)):
+        out += pack_record(rtype, payload)
     return bytes(out)
 
 
@@ -432,7 +452,7 @@ def unpack_metadata(
             continue
         if rtype in (RecordType.RAM_RUNS, RecordType.DATA_RUNS):
             fields[name] = _unpack_runs(payload, device, offset + start)
-        elif rtype in (RecordType.NOTES, RecordType.VMCOREINFO):
+        elif rtype in _BYTES_RECORDS:
             fields[name] = payload
         else:
             fields[name] = payload.decode("utf-8", "replace")
@@ -447,7 +467,15 @@ _RECORD_FIELDS = {
     RecordType.KERNEL_LOG: "kernel_log",
     RecordType.VMCOREINFO: "vmcoreinfo",
     RecordType.SOURCE: "source",
+    RecordType.KEY_ENVELOPE: "key_envelope",
+    RecordType.SEALED: "sealed",
 }
+_BYTES_RECORDS = (
+    RecordType.NOTES,
+    RecordType.VMCOREINFO,
+    RecordType.KEY_ENVELOPE,
+    RecordType.SEALED,
+)
 
 
 def _pack_runs(runs: Sequence[PfnRun]) -> bytes:

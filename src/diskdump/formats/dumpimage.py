@@ -9,6 +9,12 @@ formats/chunk.py (chunks); this module is their reader::
     metadata (meta_lba, crc32)     ---> DumpMetadata (notes, RAM runs, kernel log, ...)
     chunks from data_lba           ---> index by pfn ---> DumpImage (a MemorySource)
 
+An encrypted dump (``DumpFlag.ENCRYPTED``, formats/encrypted.py) opens
+without the key: headers, clear metadata and chunk headers are all readable,
+and reading a page raises :class:`CryptoError`. With ``private_key`` the dump
+key is unwrapped first (a wrong key fails before any chunk is read) and pages
+are opened as they are decoded.
+
 A dump whose header says COMPLETE must be entirely valid (any failure is a
 :class:`FormatError`). In a dump not marked complete the chunk stream ends at
 the first chunk whose header or payload fails: that is where the writer was
@@ -47,6 +53,8 @@ from diskdump.formats.dumpheader import (
     DumpStatus,
     unpack_metadata,
 )
+from diskdump.formats.crypt import ChunkCipher
+from diskdump.formats.encrypted import unlock_metadata
 from diskdump.formats.memsource import PfnRun, merge_runs
 
 __all__ = [
@@ -174,7 +182,13 @@ class ChunkRef:
     header: ChunkHeader
 
 
-def open_dump(src: BlockSource, header_lba: int, *, name: str | None = None) -> DumpImage:
+def open_dump(
+    src: BlockSource,
+    header_lba: int,
+    *,
+    name: str | None = None,
+    private_key: object | None = None,
+) -> DumpImage:
     """Open the dump on a device as a :class:`DumpImage` (a MemorySource).
 
     Validates both headers, the metadata and every chunk header; in a dump
@@ -184,8 +198,11 @@ def open_dump(src: BlockSource, header_lba: int, *, name: str | None = None) -> 
     :param src: the device's blocks (a ``BlockIO`` over the whole device)
     :param header_lba: the partition label's ``reserve_blocks``
     :param name: device name for messages
+    :param private_key: opens an encrypted dump (formats/crypt.load_private_key);
+        ignored for a clear dump
     :raises NotThisFormatError: no dump here, or one cut short before its metadata
     :raises FormatError: the dump is corrupt
+    :raises CryptoError: the wrong private key, or tampered sealed metadata
     """
     headers = read_dump_headers(src, header_lba, name=name)
     head = headers.header
@@ -197,12 +214,17 @@ def open_dump(src: BlockSource, header_lba: int, *, name: str | None = None) -> 
             expected=src.geometry.block_size,
             found=head.block_size,
         )
-    meta = _read_metadata(src, head, name)
+    raw = _read_metadata(src, head, name)
+    offset = head.meta_lba * head.block_size
+    meta = unpack_metadata(raw, device=name, offset=offset)
+    cipher = None
+    if head.flags & DumpFlag.ENCRYPTED and private_key is not None:
+        cipher, meta = unlock_metadata(raw, meta, private_key, name=name, offset=offset)
     chunks, stop = _scan_chunks(src, head, name)
-    return DumpImage(src, headers, meta, chunks, stop, name)
+    return DumpImage(src, headers, meta, chunks, stop, name, cipher=cipher)
 
 
-def _read_metadata(src: BlockSource, head: DumpHeader, name: str | None) -> DumpMetadata:
+def _read_metadata(src: BlockSource, head: DumpHeader, name: str | None) -> bytes:
     raw = _read(src, head.meta_lba, head.meta_blocks)[: head.meta_size] if head.meta_size else b""
     actual = checksum32(raw)
     if actual != head.meta_crc:
@@ -224,7 +246,7 @@ def _read_metadata(src: BlockSource, head: DumpHeader, name: str | None) -> Dump
             expected=head.meta_crc,
             found=actual,
         )
-    return unpack_metadata(raw, device=name, offset=head.meta_lba * head.block_size)
+    return raw
 
 
 def _scan_chunks(
@@ -273,6 +295,15 @@ def _next_chunk(
             expected=(head.dump_id.hex(), sequence),
             found=(ch.dump_id.hex(), ch.sequence),
         )
+    if ch.sealed != bool(head.flags & DumpFlag.ENCRYPTED):
+        raise CorruptDataError(
+            "chunk sealing disagrees with the dump header's ENCRYPTED flag",
+            device=name,
+            offset=offset,
+            field="codec",
+            expected="sealed" if head.flags & DumpFlag.ENCRYPTED else "clear",
+            found="sealed" if ch.sealed else "clear",
+        )
     blocks = ch.blocks(bs)
     if blocks > head.max_chunk_blocks or lba + blocks > limit:
         raise TruncatedError(
@@ -319,8 +350,11 @@ class DumpImage:
         chunks: list[ChunkRef],
         stop_reason: str | None,
         name: str | None,
+        *,
+        cipher: ChunkCipher | None = None,
     ) -> None:
         self.src = src
+        self._cipher = cipher
         self.headers = headers
         self.header = headers.header
         self.metadata = meta
@@ -379,6 +413,16 @@ class DumpImage:
             or self.stop_reason is not None
             or bool(flags & DumpFlag.SOURCE_SHORT)
         )
+
+    @property
+    def encrypted(self) -> bool:
+        """True for an encrypted dump (whether or not it was opened with the key)."""
+        return bool(self.header.flags & DumpFlag.ENCRYPTED)
+
+    @property
+    def locked(self) -> bool:
+        """True for an encrypted dump opened without its key: pages and log are unreadable."""
+        return self.encrypted and self._cipher is None
 
     @property
     def pages_held(self) -> int:
@@ -440,6 +484,7 @@ class DumpImage:
             payload,
             device=self.name,
             offset=ref.lba * self.header.block_size + CHUNK_HEADER_SIZE,
+            cipher=self._cipher,
         )
         ranks, rank = [], 0
         for state in ch.states:
@@ -454,6 +499,7 @@ def validate_dump(image: DumpImage) -> None:
 
     :raises ChecksumError: a payload crc mismatch
     :raises CorruptDataError: a payload that does not decompress
+    :raises CryptoError: a sealed payload fails authentication, or no key was given
     """
     for ref in image.chunks:
         image._decoded(ref)

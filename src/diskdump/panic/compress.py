@@ -6,7 +6,9 @@
     writer thread                      worker threads (N)             polling loop
     -------------                      ------------------             ------------
     submit(seq, window pages) ----->   build_chunk (compress;
-                                       zlib and zstd release the GIL)
+                                       zlib and zstd release the GIL;
+                                       seal when encrypted: ChaCha20-
+                                       Poly1305 in OpenSSL releases it too)
                                        put (seq, chunk) in _finished
                                        tasklet_schedule(_completion)
                                                                 -->   run_pending():
@@ -31,6 +33,7 @@ from dataclasses import dataclass
 from diskdump.errors import DumpAbortedError
 from diskdump.formats.chunk import build_chunk
 from diskdump.formats.codecs import Codec
+from diskdump.formats.crypt import ChunkCipher
 from diskdump.runtime import core as runtime
 from diskdump.runtime.core import Tasklet
 
@@ -70,10 +73,20 @@ class CompressorPool:
     :param codec: the payload codec (already checked to be available)
     :param dump_id: stamped into every chunk
     :param block_size: chunks are padded to whole blocks
+    :param cipher: seals every chunk payload (an encrypted dump); None: clear chunks
     """
 
-    def __init__(self, codec: Codec, threads: int, *, dump_id: bytes, block_size: int) -> None:
+    def __init__(
+        self,
+        codec: Codec,
+        threads: int,
+        *,
+        dump_id: bytes,
+        block_size: int,
+        cipher: ChunkCipher | None = None,
+    ) -> None:
         self.codec = codec
+        self.cipher = cipher
         self.dump_id = dump_id
         self.block_size = block_size
         self.threads = threads if codec.name in GIL_RELEASING_CODECS else 0
@@ -102,6 +115,7 @@ class CompressorPool:
             raw=job.raw,
             codec=self.codec,
             block_size=self.block_size,
+            cipher=self.cipher,
         )
         return BuiltChunk(job.sequence, data, job.held_pages)
 

@@ -4,7 +4,8 @@
 The order is the seed's: the manifest is verified before anything is opened
 for writing; on a mismatch nothing is written and every difference is named.
 Devices and the memory source are opened (and the codec imported) before
-the writer enters crash-dump mode.
+the writer enters crash-dump mode; so is the public key of an encrypted dump
+(``[dump] encrypt_to`` / ``--encrypt-to``), with the cryptography package.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from diskdump.devices import open_device
 from diskdump.devices.base import DumpDevice
 from diskdump.errors import DiskdumpError, ManifestError
 from diskdump.formats.detect import container_info, opened_vmcore
+from diskdump.formats.encrypted import read_public_key
 from diskdump.formats.filtered import filter_source
 from diskdump.formats.memsource import MemorySource
 from diskdump.formats.vmcoreinfo import vmcoreinfo_from_notes
@@ -115,6 +117,7 @@ def run_dump(request: DumpRequest) -> DumpResult:
     :raises ManifestError: the self-check failed (nothing was opened for writing)
     :raises NoDumpDeviceError: no device took the dump
     :raises FormatError: the source is not a readable vmcore
+    :raises CryptoError: ``encrypt_to`` is set and the key cannot be loaded (nothing written)
     """
     config = request.config
     if not request.unarmed:
@@ -130,6 +133,7 @@ def run_dump(request: DumpRequest) -> DumpResult:
         unarmed=request.unarmed,
         lock_memory=request.lock_memory,
         progress=request.progress,
+        public_key=read_public_key(opts.encrypt_to) if opts.encrypt_to else None,
     )
     events: list[str] = []
     with ExitStack() as stack:

@@ -4,6 +4,8 @@
 ::
 
     prepare    codec loaded, metadata packed, windows planned  (before crash-dump mode)
+               encrypted: one fresh dump key per device, its cipher built and
+               the metadata sealed (formats/encrypted.py)
     enter      crash-dump mode (panic/crashmode.py)
     select     pass 1 sane + pattern, pass 2 maybe (panic/select.py), lazily
     per device quiesce
@@ -16,6 +18,13 @@
                shutdown (always)
     on a write error or an I/O stall: the next candidate device, flag FALLBACK
     on a full device: stop at the last whole chunk, flag TRUNCATED (exit 4)
+
+With a public key (``WriterSettings.public_key``), the dump is encrypted:
+flag ENCRYPTED, the key envelope and the sealed metadata records, and every
+chunk sealed by the compression worker that built it. Each device attempt
+gets its own dump key, drawn before crash-dump mode, so a chunk sequence
+(the nonce) is never used twice with one key even when a fallback device
+rewrites the dump.
 
 Every block goes through one :class:`~diskdump.devices.base.BlockIO` whose
 range is the dump area ``[reserve_blocks, block_count)``: the label and the
@@ -45,6 +54,7 @@ from diskdump.errors import (
 )
 from diskdump.formats.chunk import PageState
 from diskdump.formats.codecs import Codec, get_codec
+from diskdump.formats.crypt import ChunkCipher
 from diskdump.formats.dumpheader import (
     DumpFlag,
     DumpHeader,
@@ -52,6 +62,7 @@ from diskdump.formats.dumpheader import (
     header_block,
     pack_metadata,
 )
+from diskdump.formats.encrypted import DumpSealer, seal_metadata
 from diskdump.formats.memsource import MemorySource, PfnRun, runs_page_count
 from diskdump.panic.compress import ChunkJob, CompressorPool
 from diskdump.panic.crashmode import CrashMode
@@ -107,6 +118,8 @@ class WriterSettings:
     :param threads: compression workers (0: compress on the writer thread)
     :param io_timeout: seconds an rw_block or flush may take before the device is abandoned
     :param progress: called about once a second from the polling loop
+    :param public_key: encrypt the dump to this key (formats/encrypted.read_public_key);
+        None: a clear dump
     """
 
     level: int = 1
@@ -120,6 +133,7 @@ class WriterSettings:
     unarmed: bool = False
     lock_memory: bool = True
     progress: Callable[[ProgressInfo], None] | None = None
+    public_key: object | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -155,20 +169,22 @@ def write_dump(
     :raises DumpInProgressError: called while a dump runs in this process
     :raises CodecUnavailableError: the codec's library is missing
     """
-    plan = _plan(source, state, settings)
+    plan = _plan(source, state, settings, attempts=len(devices))
     given = list(events)  # devices that could not even be opened
     failures: list[str] = []
     events = [*events, *state.warnings]
     flags = DumpFlag.UNARMED if settings.unarmed else DumpFlag.NONE
     if source.incomplete:
         flags |= DumpFlag.SOURCE_SHORT
+    if plan.sealers:
+        flags |= DumpFlag.ENCRYPTED
     with CrashMode(lock_memory=settings.lock_memory) as mode:
         events.append("crash-dump mode: " + ", ".join(mode.report))
         selection = Selection(devices, settings.allow_maybe, settings.sample_every)
-        for candidate in selection:
+        for attempt, candidate in enumerate(selection):
             if candidate.health is Health.MAYBE:
                 flags |= DumpFlag.MAYBE_DEVICE
-            job = _DeviceDump(candidate, plan, flags)
+            job = _DeviceDump(candidate, plan, flags, attempt)
             try:
                 result = job.run()
             except (DeviceIOError, DumpAbortedError, DeviceTooSmallError) as err:
@@ -198,33 +214,51 @@ class _Plan:
     priority: PfnRun | None
     #: one id for the dump on every device it touches: savecore recognises the same dump
     dump_id: bytes
+    #: encrypted dumps: one dump key per device attempt, and the metadata sealed with it
+    sealers: tuple[DumpSealer, ...] = ()
+    sealed_metas: tuple[bytes, ...] = ()
+
+    def for_attempt(self, attempt: int) -> tuple[bytes, ChunkCipher | None]:
+        """The metadata and chunk cipher of device attempt ``attempt`` (0, 1, ...)."""
+        if not self.sealers:
+            return self.meta, None
+        return self.sealed_metas[attempt], self.sealers[attempt].cipher
 
 
-def _plan(source: MemorySource, state: SystemState, settings: WriterSettings) -> _Plan:
+def _plan(
+    source: MemorySource, state: SystemState, settings: WriterSettings, *, attempts: int
+) -> _Plan:
     codec = get_codec(settings.codec)
     codec.check_available()
     vmcoreinfo = state.vmcoreinfo.decode("ascii", "replace")
+    metadata = state.metadata(source)
+    sealers: tuple[DumpSealer, ...] = ()
+    if settings.public_key is not None:
+        # every key drawn and every cipher built now: nothing is imported in crash-dump mode
+        sealers = tuple(DumpSealer.fresh(settings.public_key) for _ in range(max(1, attempts)))
     return _Plan(
         source=source,
         state=state,
         settings=settings,
         codec=codec,
-        meta=pack_metadata(state.metadata(source)),
+        meta=pack_metadata(metadata),
         priority=kernel_image_pfns(vmcoreinfo, source.page_size),
         dump_id=uuid.UUID(bytes=os.urandom(16), version=4).bytes,
+        sealers=sealers,
+        sealed_metas=tuple(seal_metadata(metadata, sealer) for sealer in sealers),
     )
 
 
 class _DeviceDump:
     """One attempt on one device; :meth:`run` returns or raises, and always shuts it down."""
 
-    def __init__(self, candidate: Candidate, plan: _Plan, flags: DumpFlag) -> None:
+    def __init__(self, candidate: Candidate, plan: _Plan, flags: DumpFlag, attempt: int) -> None:
         self.device = candidate.device
         self.name = candidate.device.name
         self.label = candidate.label
         self.source = plan.source
         self.state = plan.state
-        self.meta = plan.meta
+        self.meta, self.cipher = plan.for_attempt(attempt)
         self.codec = plan.codec
         self.settings = plan.settings
         self.priority = plan.priority
@@ -324,7 +358,9 @@ class _DeviceDump:
         """Write every window as a chunk; return (end lba, chunk count, truncated)."""
         bs = self.device.geometry.block_size
         threads = self.settings.threads
-        pool = CompressorPool(self.codec, threads, dump_id=dump_id, block_size=bs)
+        pool = CompressorPool(
+            self.codec, threads, dump_id=dump_id, block_size=bs, cipher=self.cipher
+        )
         windows = plan_windows(self.source.data_runs(), self.settings.chunk_pages, self.priority)
         in_flight = max(2, 2 * pool.threads)
         submitted = written = 0
