@@ -32,6 +32,8 @@ Every option also has a command-line flag; flags override the file. Example::
 
     [erase]                     # symbols whose memory is overwritten in saved vmcores
     symbols = ["init_net"]      # "name" or "name:size"
+    system_map = ""             # System.map of the kernel, for symbols VMCOREINFO lacks
+    vmlinux = ""                # or its vmlinux (addresses and sizes)
 """
 
 from __future__ import annotations
@@ -123,6 +125,8 @@ class Config:
     dump: DumpOptions = DumpOptions()
     savecore: SavecoreOptions = SavecoreOptions()
     erase_symbols: tuple[str, ...] = ()
+    erase_system_map: str = ""
+    erase_vmlinux: str = ""
     path: str | None = None  #: file it was read from, if any
 
     def with_devices(self, paths: list[str]) -> Config:
@@ -180,11 +184,22 @@ def parse_config(data: Mapping[str, Any], *, source: str = "<config>") -> Config
     dump = _dump(data.get("dump", {}), source)
     save = _savecore(data.get("savecore", {}), source)
     erase = data.get("erase", {})
-    _only(erase, {"symbols"}, "erase", source)
+    _only(erase, {"symbols", "system_map", "vmlinux"}, "erase", source)
     symbols = erase.get("symbols", [])
     if not isinstance(symbols, list) or not all(isinstance(s, str) for s in symbols):
         raise ConfigError("must be a list of strings", path=source, field="erase.symbols")
-    return Config(devices=devices, dump=dump, savecore=save, erase_symbols=tuple(symbols))
+    paths = {key: erase.get(key, "") for key in ("system_map", "vmlinux")}
+    for key, value in paths.items():
+        if not isinstance(value, str):
+            raise ConfigError("must be a path string", path=source, field=f"erase.{key}")
+    return Config(
+        devices=devices,
+        dump=dump,
+        savecore=save,
+        erase_symbols=tuple(symbols),
+        erase_system_map=paths["system_map"],
+        erase_vmlinux=paths["vmlinux"],
+    )
 
 
 def _only(table: Mapping[str, Any], allowed: set[str], prefix: str, source: str) -> None:

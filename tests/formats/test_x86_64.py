@@ -14,7 +14,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from diskdump.errors import CorruptDataError, ExcludedPageError
+from diskdump.errors import CorruptDataError, DiskdumpError, ExcludedPageError
 from diskdump.formats.detect import opened_vmcore
 from diskdump.formats.elf import write_elf
 from diskdump.formats.notes import prstatus_notes
@@ -164,6 +164,30 @@ def test_excluded_page_table_page() -> None:
     kernel.source.exclude(pool_pfn, pool_pfn + 64)
     with pytest.raises(ExcludedPageError, match=r"page not in the dump in field pfn"):
         kmem.walk(vaddr)
+
+
+@settings(max_examples=100, deadline=None)
+@given(hits=st.lists(st.tuples(st.integers(0, 65 * 512 - 1), st.integers(0, 2**64 - 1)),
+                     min_size=1, max_size=20))  # fmt: skip
+def test_corrupt_page_tables_give_errors_not_crashes(hits: list[tuple[int, int]]) -> None:
+    """Random entries in init_top_pgt and the table pool: a translation or a DiskdumpError."""
+    kernel = _SHARED
+    kmem = _kmem(kernel)
+    memory = kernel.source.memory
+    top = kmem.top_pgt_paddr
+    saved = bytes(memory[top : top + 65 * PAGE_SIZE])
+    try:
+        for slot, value in hits:
+            struct.pack_into("<Q", memory, top + slot * 8, value)
+        base = kernel.spec.page_offset_base
+        for vaddr in (base, base + 40 * MIB, kernel.symbols["prb"], 0xFFFFC90000000000):
+            try:
+                where = kmem.walk(vaddr)
+            except DiskdumpError:
+                continue
+            assert where.page_size in (PAGE_SIZE, 2 * MIB, GIB)
+    finally:
+        memory[top : top + 65 * PAGE_SIZE] = saved
 
 
 def test_kernel_image_phys_rejects_other_addresses() -> None:

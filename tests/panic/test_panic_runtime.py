@@ -3,8 +3,11 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import threading
 import time
+from pathlib import Path
 
 import pytest
 
@@ -131,3 +134,46 @@ def test_no_imports_after_entering_crashdump_mode() -> None:
         result = write_dump(small_source(2), state(), [dev], settings(codec=codec))
         assert result.complete
     assert _IMPORTS_IN_CRASH_MODE == []
+
+
+_ENCRYPTED_DUMP_SCRIPT = """
+import sys
+from diskdump.formats.encrypted import read_public_key
+from diskdump.panic.writer import write_dump
+from diskdump.runtime import core as runtime
+from tests.panic.helpers import formatted, settings, small_source, state
+
+seen = []
+
+
+def hook(event, args):
+    if event == "import" and runtime.crashdump_mode():
+        seen.append(str(args[0]))
+
+
+sys.addaudithook(hook)
+key = read_public_key(sys.argv[1])  # what panic/run.py does before crash-dump mode
+for codec in ("zstd", "none"):
+    dev, _ = formatted(blocks=3000)
+    result = write_dump(small_source(1), state(), [dev], settings(codec=codec, public_key=key))
+    assert result.complete and result.header.flags & 0x20, result
+print("imports in crash-dump mode:", seen)
+"""
+
+
+@pytest.mark.parametrize("kind", ["x25519", "rsa"])
+def test_no_imports_in_crashdump_mode_when_encrypting(tmp_path: Path, kind: str) -> None:
+    # a fresh interpreter: cryptography is not imported yet, so an import the writer
+    # forgot to do before crash-dump mode would show
+    from tests.crypt.conftest import make_pair
+
+    pair = make_pair(tmp_path, kind)
+    proc = subprocess.run(
+        [sys.executable, "-c", _ENCRYPTED_DUMP_SCRIPT, str(pair.public_pem)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=Path(__file__).resolve().parents[2],
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "imports in crash-dump mode: []"

@@ -46,6 +46,7 @@ from diskdump.formats.chunk import (
     PageState,
     decode_payload,
 )
+from diskdump.formats.crypt import ChunkCipher
 from diskdump.formats.dumpheader import (
     DumpFlag,
     DumpHeader,
@@ -53,7 +54,6 @@ from diskdump.formats.dumpheader import (
     DumpStatus,
     unpack_metadata,
 )
-from diskdump.formats.crypt import ChunkCipher
 from diskdump.formats.encrypted import unlock_metadata
 from diskdump.formats.memsource import PfnRun, merge_runs
 
@@ -473,6 +473,17 @@ class DumpImage:
         raw, ranks = self._decoded(ref)
         ps = self.page_size
         return raw[ranks[index] * ps : (ranks[index] + 1) * ps]
+
+    def open_chunk(self, ref: ChunkRef) -> bytes:
+        """Verify, open and decompress one chunk's payload (its PRESENT pages, in order).
+
+        Also the way to authenticate a sealed chunk without PRESENT pages, whose
+        header no page read would check.
+
+        :raises FormatError: crc mismatch or a payload that does not decompress
+        :raises CryptoError: a sealed chunk fails authentication, or no key was given
+        """
+        return self._decoded(ref)[0]
 
     def _decoded(self, ref: ChunkRef) -> tuple[bytes, list[int]]:
         if self._cache is not None and self._cache[0] == ref.lba:

@@ -179,7 +179,7 @@ def unlock_metadata(
         ) from None
     secret = unpack_metadata(secret_raw, device=name, offset=offset + start)
     values = {name: getattr(secret, name) for name in SEALED_FIELDS}
-    return cipher, replace(meta, **values)  # type: ignore[arg-type]
+    return cipher, replace(meta, **values)
 
 
 @dataclass(frozen=True, slots=True)
@@ -232,4 +232,3 @@ class FileBlocks:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-

@@ -41,6 +41,7 @@ __all__ = [
     "EraseRange",
     "EraseRule",
     "ErasedSource",
+    "erase_source",
     "eraseinfo_text",
     "parse_rules",
     "resolve_rules",
@@ -271,3 +272,40 @@ class ErasedSource:
             lo, hi = max(r.paddr, start) - start, min(r.paddr + r.size, end) - start
             buf[lo:hi] = bytes([self.filler]) * (hi - lo)
         return bytes(buf)
+
+
+def erase_source(
+    source: MemorySource,
+    rules: Sequence[str],
+    *,
+    system_map: Path | None = None,
+    vmlinux: Path | None = None,
+) -> ErasedSource:
+    """``source`` with ``rules`` (``"name"`` / ``"name:size"``) erased, resolved from its notes.
+
+    Symbols come from the vmcore's own VMCOREINFO, then ``system_map`` or
+    ``vmlinux``; addresses outside the kernel image are translated by a
+    page-table walk of the dumped memory.
+
+    :raises ConfigError: a rule that cannot be parsed, found, sized or translated
+    :raises NotThisFormatError: the vmcore has no VMCOREINFO note
+    """
+    from diskdump.formats.vmcoreinfo import vmcoreinfo_from_notes
+    from diskdump.formats.x86_64 import KernelMemory
+
+    info = vmcoreinfo_from_notes(source.notes)
+
+    def symbol(name: str) -> int | None:
+        return info.symbol(name) if f"SYMBOL({name})" in info else None
+
+    kernel_offset = info.kerneloffset if "KERNELOFFSET" in info else 0
+    ranges = resolve_rules(
+        parse_rules(rules),
+        symbols=symbol,
+        kernel_offset=kernel_offset,
+        phys_base=info.phys_base,
+        system_map=system_map,
+        vmlinux=vmlinux,
+        virt_to_phys=KernelMemory(source, info).virt_to_phys,
+    )
+    return ErasedSource(source, ranges)

@@ -186,8 +186,8 @@ def _kernel_memory(
     if info is None:
         return None
     phys_base = None
-    if "NUMBER(phys_base)" in info:
-        ours = info.phys_base & ((1 << 64) - 1)
+    ours = _vmcoreinfo_phys_base(info, warnings)
+    if ours is not None:
         if box.phys_base is not None and box.phys_base != ours:
             warnings.append(
                 f"{box.format} header phys_base {box.phys_base:#x} disagrees with VMCOREINFO "
@@ -196,11 +196,23 @@ def _kernel_memory(
             )
     elif box.phys_base is not None:
         phys_base = box.phys_base
-        warnings.append(f"VMCOREINFO has no NUMBER(phys_base): used the {box.format} header's")
+        warnings.append(
+            f"VMCOREINFO has no usable NUMBER(phys_base): used the {box.format} header's"
+        )
     try:
         return KernelMemory(source, info, phys_base=phys_base)
     except DiskdumpError as err:
         warnings.append(f"kernel memory is unreadable: {err}")
+        return None
+
+
+def _vmcoreinfo_phys_base(info: VmcoreInfo, warnings: list[str]) -> int | None:
+    if "NUMBER(phys_base)" not in info:
+        return None
+    try:
+        return info.phys_base & ((1 << 64) - 1)
+    except DiskdumpError as err:
+        warnings.append(f"NUMBER(phys_base) unreadable: {err}")
         return None
 
 

@@ -32,6 +32,7 @@ from diskdump.errors import ConfigError, DiskdumpError, OutputExistsError
 from diskdump.formats.codecs import CODEC_NAMES, get_codec
 from diskdump.formats.detect import open_vmcore
 from diskdump.formats.elf import write_elf
+from diskdump.formats.erase import ErasedSource, erase_source, eraseinfo_text
 from diskdump.formats.filtered import filter_source
 from diskdump.formats.flattened import write_flattened
 from diskdump.formats.kdump import NewUtsname
@@ -42,7 +43,7 @@ from diskdump.formats.summary import UTS_FIELDS, read_utsname
 from diskdump.formats.vmcoreinfo import vmcoreinfo_from_notes
 from diskdump.formats.x86_64 import KernelMemory
 
-__all__ = ["FORMATS", "ConvertResult", "convert", "resolve_level"]
+__all__ = ["FORMATS", "ConvertResult", "EraseOptions", "convert", "resolve_level"]
 
 log = logging.getLogger(__name__)
 
@@ -74,6 +75,8 @@ class ConvertResult:
     input_size: int
     output_size: int
     seconds: float
+    #: one ``erase <symbol> size <n>`` line per erased symbol
+    erased: tuple[str, ...] = ()
 
     @property
     def ratio(self) -> float:
@@ -85,6 +88,7 @@ class ConvertResult:
         return {
             "format": self.format,
             "flattened": self.flattened,
+            "erased": list(self.erased),
             "pages": self.pages,
             "input_bytes": self.input_size,
             "output_bytes": self.output_size,
@@ -99,6 +103,13 @@ def resolve_level(level: int) -> int:
     :raises ConfigError: a level outside 0-31
     """
     return check_dump_level(level)
+
+
+def _erased(memory: MemorySource, erase: EraseOptions) -> MemorySource:
+    """``memory`` with the erase rules applied (an :class:`ErasedSource`), or unchanged."""
+    if not erase.rules:
+        return memory
+    return erase_source(memory, erase.rules, system_map=erase.system_map, vmlinux=erase.vmlinux)
 
 
 def _filtered(memory: MemorySource, level: int) -> MemorySource:
@@ -126,6 +137,7 @@ def convert(
     overwrite: bool = False,
     zstd_level: int | None = None,
     threads: int = 1,
+    erase: EraseOptions | None = None,
 ) -> ConvertResult:
     """Convert a vmcore to kdump-compressed or ELF, atomically.
 
@@ -139,27 +151,53 @@ def convert(
     :param overwrite: replace an existing output file
     :param zstd_level: zstd compression level (default 1, as makedumpfile)
     :param threads: compression workers for kdump output
+    :param erase: symbols to overwrite with the erase filler; recorded in the kdump
+        erase-info area and in :attr:`ConvertResult.erased`
     :raises ConfigError: bad format, level or codec, or a kdump stream without ``flatten``
     :raises CodecUnavailableError: the codec's library is not installed
     :raises OutputExistsError: ``out`` exists and ``overwrite`` is false
     :raises FormatError: the input is not a readable vmcore
     """
-    options = _Options(format, flatten, compress, resolve_level(level), zstd_level, threads)
+    options = _Options(
+        format,
+        flatten,
+        compress,
+        resolve_level(level),
+        zstd_level,
+        threads,
+        erase or EraseOptions(),
+    )
     options.check(out)
     if isinstance(out, str | os.PathLike) and os.path.lexists(out) and not overwrite:
         raise OutputExistsError("output exists", path=os.fspath(out), hint="pass --force")
     started = time.monotonic()
     with _opened(source) as opened:
-        memory = _filtered(opened, options.level)
+        memory = _erased(_filtered(opened, options.level), options.erase)
         if isinstance(out, str | os.PathLike):
             with _atomic(Path(out)) as stream:
                 pages, size = _write(memory, stream, options, progress)
         else:
             pages, size = _write(memory, out, options, progress)
         input_size = pages * memory.page_size
+        erased = memory.ranges if isinstance(memory, ErasedSource) else ()
     seconds = time.monotonic() - started
     log.info("converted %d pages to %s in %.1f s", pages, options.format, seconds)
-    return ConvertResult(options.format, flatten, pages, input_size, size, seconds)
+    lines = tuple(eraseinfo_text(erased).splitlines())
+    return ConvertResult(options.format, flatten, pages, input_size, size, seconds, lines)
+
+
+@dataclass(frozen=True, slots=True)
+class EraseOptions:
+    """Erase rules for :func:`convert` (see :mod:`diskdump.formats.erase`).
+
+    :param rules: ``"name"`` or ``"name:size"`` per symbol
+    :param system_map: a System.map of the crashed kernel, to find symbols VMCOREINFO lacks
+    :param vmlinux: the crashed kernel's vmlinux (symbol addresses and sizes)
+    """
+
+    rules: tuple[str, ...] = ()
+    system_map: Path | None = None
+    vmlinux: Path | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -170,6 +208,7 @@ class _Options:
     level: int
     zstd_level: int | None
     threads: int
+    erase: EraseOptions = EraseOptions()
 
     def check(self, out: object) -> None:
         if self.format not in FORMATS:
@@ -253,9 +292,19 @@ def _write_plain(
 ) -> tuple[int, int]:
     if options.format == "kdump":
         codec = get_codec(options.compress, level=options.zstd_level)
-        result = write_kdump(memory, out, compress=codec, level=options.level,
-                             utsname=source_utsname(memory), progress=progress,
-                             threads=options.threads)  # fmt: skip
+        erased = (
+            eraseinfo_text(memory.ranges).encode() if isinstance(memory, ErasedSource) else None
+        )
+        result = write_kdump(
+            memory,
+            out,
+            compress=codec,
+            level=options.level,
+            utsname=source_utsname(memory),
+            progress=progress,
+            threads=options.threads,
+            erase_info=erased,
+        )
         return result.pages, result.file_size
     source = _ZeroPagesExcluded(memory) if options.level & DUMP_LEVEL_ZERO else memory
     size = write_elf(source, out, progress=progress)

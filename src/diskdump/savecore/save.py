@@ -24,6 +24,11 @@ is touched only after the save is durable; a rerun that finds a dump whose id
 a complete save already records skips straight to the re-initialisation
 (scan.py reads only the header blocks before that decision). A run killed
 before the rename leaves only a ``.partial`` directory, removed by the next run.
+
+An encrypted dump (savecore/encrypted.py) is saved the same way, steps and
+all: without a private key as ``vmcore.encrypted`` with info.json and
+info.txt (no dmesg.txt: the log is sealed); with ``decrypt_with`` as a
+normal vmcore and dmesg.txt, every chunk authenticated on the way.
 """
 
 from __future__ import annotations
@@ -44,10 +49,12 @@ from diskdump.config import DeviceSpec, SavecoreOptions
 from diskdump.devices import open_device
 from diskdump.devices.base import BlockIO, DumpDevice
 from diskdump.errors import ConfigError, DiskdumpError, NotThisFormatError
-from diskdump.formats.codecs import get_codec
+from diskdump.formats.codecs import CompressFlag, get_codec
 from diskdump.formats.detect import ContainerInfo
+from diskdump.formats.dumpfile import write_dump_file
 from diskdump.formats.dumpheader import DumpFlag
 from diskdump.formats.dumpimage import DumpImage, open_dump
+from diskdump.formats.encrypted import read_private_key
 from diskdump.formats.kdump_write import DUMP_LEVEL_ZERO, write_kdump
 from diskdump.formats.memsource import merge_runs, runs_page_count
 from diskdump.formats.partition import BlockExtent, PartitionLabel
@@ -56,8 +63,22 @@ from diskdump.formats.summary import read_kernel_log, summarize
 from diskdump.partition.label import read_label
 from diskdump.partition.ops import reinit_blocks
 from diskdump.savecore.convert import convert, source_utsname
+from diskdump.savecore.encrypted import (
+    ENCRYPTED_FORMAT,
+    ENCRYPTED_NAME,
+    SEALED_LOG_NOTE,
+    encrypted_file_size,
+    encryption_info,
+    verify_unread_chunks,
+)
 from diskdump.savecore.scan import FoundDump, scan_device
-from diskdump.savecore.store import INFO_JSON, TOOL_NAME, CrashDirectory, StorePolicy
+from diskdump.savecore.store import (
+    INFO_JSON,
+    TOOL_NAME,
+    CrashDirectory,
+    PartialSave,
+    StorePolicy,
+)
 
 __all__ = [
     "DMESG_NAME",
@@ -150,6 +171,7 @@ class SaveOptions:
     :param min_free: bytes that must stay free on the crash filesystem
     :param max_dumps: saves kept (0 = all)
     :param hostname: host part of the directory name; default: the crashed kernel's nodename
+    :param decrypt_with: private key (PEM) that opens encrypted dumps; "" keeps them encrypted
     """
 
     dir: str = "/var/crash"
@@ -159,6 +181,7 @@ class SaveOptions:
     min_free: int = _DEFAULTS.min_free
     max_dumps: int = _DEFAULTS.max_dumps
     hostname: str = ""
+    decrypt_with: str = ""
 
     def validate(self) -> None:
         """Raise for a bad option, before any I/O.
@@ -260,8 +283,10 @@ def run_savecore(
     :raises ConfigError: a bad option (before any I/O)
     :raises UnsafeOutputError: the crash directory is unsafe
     :raises SaveError: the crash directory cannot be opened or is locked
+    :raises CryptoError: ``decrypt_with`` is not a readable private key (before any I/O)
     """
     options.validate()
+    key = read_private_key(options.decrypt_with) if options.decrypt_with else None
     if not devices:
         raise ConfigError("no dump device given", field="device",
                           hint="--device DEV, or [[device]] in /etc/diskdump.toml")  # fmt: skip
@@ -269,15 +294,19 @@ def run_savecore(
     with CrashDirectory(options.dir, policy) as crash:
         crash.clean_partials()
         _step("cleaned")
-        return [_save_device(spec, crash, options, progress) for spec in devices]
+        return [_save_device(spec, crash, options, progress, key) for spec in devices]
 
 
 def _save_device(
-    spec: DeviceSpec, crash: CrashDirectory, options: SaveOptions, progress: ProgressCallback | None
+    spec: DeviceSpec,
+    crash: CrashDirectory,
+    options: SaveOptions,
+    progress: ProgressCallback | None,
+    key: object | None,
 ) -> DeviceReport:
     started = time.monotonic()
     try:
-        report = _save_one(spec, crash, options, progress)
+        report = _save_one(spec, crash, options, progress, key)
     except DiskdumpError as err:
         _log.error("%s: %s", spec.path, err)
         report = DeviceReport(spec.path, Outcome.FAILED, error=err)
@@ -285,7 +314,11 @@ def _save_device(
 
 
 def _save_one(
-    spec: DeviceSpec, crash: CrashDirectory, options: SaveOptions, progress: ProgressCallback | None
+    spec: DeviceSpec,
+    crash: CrashDirectory,
+    options: SaveOptions,
+    progress: ProgressCallback | None,
+    key: object | None,
 ) -> DeviceReport:
     with _open(spec, writable=False) as device:
         label = read_label(device)
@@ -300,7 +333,7 @@ def _save_one(
             extents = _extents_of(device, found, crash.read_info(existing.name))
             report = DeviceReport(spec.path, Outcome.ALREADY_SAVED, found.dump_id, existing.name)
         else:
-            report, extents = _write_save(device, found, crash, options, progress)
+            report, extents = _write_save(device, found, crash, options, progress, key)
     if report.directory:
         _finish(crash, report.directory)
     if options.keep:
@@ -383,10 +416,13 @@ def _write_save(
     crash: CrashDirectory,
     options: SaveOptions,
     progress: ProgressCallback | None,
+    key: object | None = None,
 ) -> tuple[DeviceReport, list[BlockExtent]]:
     """Convert the dump into a new save directory; return the report and the blocks used."""
     try:
-        image = open_dump(BlockIO(device), found.label.reserve_blocks, name=device.name)
+        image = open_dump(
+            BlockIO(device), found.label.reserve_blocks, name=device.name, private_key=key
+        )
     except NotThisFormatError as err:
         # a header and nothing readable behind it: cut short before its metadata
         _log.warning("%s: nothing to save: %s", device.name, err)
@@ -395,30 +431,79 @@ def _write_save(
         return report, [BlockExtent(lba, n) for lba, n in found.header.extents()]
     extents = [BlockExtent(lba, blocks) for lba, blocks in image.used_extents()]
     problems = [*found.problems, *_missing(image)]  # scan.py already names header oddities
-    crash.check_space(_estimate_size(image, options.format))
+    locked = image.locked
+    estimate = encrypted_file_size(image) if locked else _estimate_size(image, options.format)
+    crash.check_space(estimate)
     _step("space-checked")
     base = save_name(found.header.utsname.nodename, found.header.crash_time, options.hostname)
+    write = _write_locked_files if locked else _write_files
     with crash.begin(base) as part:
         _step("partial-created")
-        with part.create(VMCORE_NAME) as out:
-            _write_vmcore(image, out, options, part.guard_progress(progress))
-            vmcore_size = os.fstat(out.fileno()).st_size
-        _step("vmcore-written")
-        dmesg, records, dmesg_problem = _dmesg(image)
-        problems += [dmesg_problem] if dmesg_problem else []
-        info = build_info(found, image, options, problems, extents, vmcore_size)
-        info["summary"] = summarize(image, container=_container(image), records=records).to_dict()
-        part.write_file(DMESG_NAME, dmesg.encode("utf-8"))
-        part.write_file(INFO_TXT, render_info_text(info).encode("utf-8"))
-        part.write_json(INFO_JSON, info)
+        info = write(part, found, image, options, problems, extents, progress)
         _step("files-written")
         name = part.commit()
     _step("renamed")
     incomplete = bool(info["incomplete"])
     outcome = Outcome.SAVED_INCOMPLETE if incomplete else Outcome.SAVED
-    report = DeviceReport(found.device, outcome, found.dump_id, name,
-                          problems=tuple(problems), vmcore_size=vmcore_size)  # fmt: skip
+    report = DeviceReport(found.device, outcome, found.dump_id, name, problems=tuple(problems),
+                          vmcore_size=info["vmcore"]["size"])  # fmt: skip
     return report, extents
+
+
+def _write_files(
+    part: PartialSave,
+    found: FoundDump,
+    image: DumpImage,
+    options: SaveOptions,
+    problems: list[str],
+    extents: Sequence[BlockExtent],
+    progress: ProgressCallback | None,
+) -> dict[str, Any]:
+    """vmcore, dmesg.txt, info.json, info.txt of a clear (or decrypted) dump."""
+    with part.create(VMCORE_NAME) as out:
+        if image.encrypted:
+            verify_unread_chunks(image)  # the chunks no page read authenticates
+        _write_vmcore(image, out, options, part.guard_progress(progress))
+        vmcore_size = os.fstat(out.fileno()).st_size
+    _step("vmcore-written")
+    dmesg, records, dmesg_problem = _dmesg(image)
+    problems += [dmesg_problem] if dmesg_problem else []
+    info = build_info(found, image, options, problems, extents, vmcore_size)
+    if image.encrypted:
+        info["encryption"] = encryption_info(image, decrypted=True)
+    info["summary"] = summarize(image, container=_container(image), records=records).to_dict()
+    part.write_file(DMESG_NAME, dmesg.encode("utf-8"))
+    part.write_file(INFO_TXT, render_info_text(info).encode("utf-8"))
+    part.write_json(INFO_JSON, info)
+    return info
+
+
+def _write_locked_files(
+    part: PartialSave,
+    found: FoundDump,
+    image: DumpImage,
+    options: SaveOptions,
+    problems: list[str],
+    extents: Sequence[BlockExtent],
+    progress: ProgressCallback | None,
+) -> dict[str, Any]:
+    """vmcore.encrypted, info.json, info.txt of an encrypted dump saved without its key."""
+    with part.create(ENCRYPTED_NAME) as out:
+        write_dump_file(image, out, progress=part.guard_progress(progress))
+        size = os.fstat(out.fileno()).st_size
+    _step("vmcore-written")
+    info = build_info(found, image, options, problems, extents, size)
+    info["vmcore"] = {"file": ENCRYPTED_NAME, "format": ENCRYPTED_FORMAT,
+                      "compress": _codec_name(image), "size": size}  # fmt: skip
+    info["encryption"] = {**encryption_info(image, decrypted=False), "note": SEALED_LOG_NOTE}
+    part.write_file(INFO_TXT, render_info_text(info).encode("utf-8"))
+    part.write_json(INFO_JSON, info)
+    return info
+
+
+def _codec_name(image: DumpImage) -> str:
+    flag = CompressFlag(image.header.codec)
+    return (flag.name or "none").lower()
 
 
 def _missing(image: DumpImage) -> list[str]:
@@ -540,6 +625,13 @@ def render_info_text(info: Mapping[str, Any]) -> str:
             f"crashing cpu:   {summary.get('crashing_cpu')} rip {summary.get('rip')} "
             f"rsp {summary.get('rsp')}",
         ]
+    crypt = info.get("encryption")
+    if crypt:
+        state = "decrypted with the private key" if crypt["saved_decrypted"] else "kept encrypted"
+        lines.append(f"encryption:     {crypt['cipher']}, key {crypt['key_id']} "
+                     f"({crypt['key_wrap']}), {state}")  # fmt: skip
+        if crypt.get("note"):
+            lines.append(f"                {crypt['note']}")
     if info["missing"]:
         lines.append("missing or odd:")
         lines.extend(f"  - {text}" for text in info["missing"])

@@ -21,6 +21,7 @@ final_action() {
 
 if [ -e /proc/vmcore ]; then
     say "capture kernel $(uname -r): /proc/vmcore holds $(stat -c %s /proc/vmcore) bytes"
+    say "memory: $(grep -E '^(MemTotal|MemFree|MemAvailable):' /proc/meminfo | tr -s ' ' | tr '\n' ' ')"
     say "running diskdump dump"
     diskdump dump --config /etc/diskdump.toml
     rc=$?

@@ -175,7 +175,8 @@ def _first_stage(opts: CycleOptions, capture: Path, vmlinuz: Path, modules_dir: 
         "/etc/diskdump-vm.env", "".join(f"{k}='{v}'\n" for k, v in env.items()).encode()
     )
     if opts.savecore_in_guest:
-        names = ["virtio_pci", "virtio_blk", "ext4"]
+        # ext4's metadata checksums need a crc32c implementation (a module in both kernels)
+        names = ["virtio_pci", "virtio_blk", "crc32c_generic", "ext4"]
         overlay.add_modules(resolve_modules(modules_dir, names))
     overlay_path = opts.workdir / "overlay.img"
     overlay.write(overlay_path, level=_FAST_ZSTD_LEVEL)
@@ -240,9 +241,31 @@ def run_cycle(
     )
     with Guest(spec, opts.workdir, on_line) as guest:
         _follow(guest, result, on_phase)
-    if not opts.savecore_in_guest:
+    if opts.savecore_in_guest:
+        _fetch_guest_savecore(opts, disks[2], result)
+    else:
         _host_savecore(opts, disks[1], result, on_phase)
     return result
+
+
+def _fetch_guest_savecore(opts: CycleOptions, save_disk: Path, result: CycleResult) -> None:
+    """Copy what the guest's savecore wrote on its ext4 disk out with debugfs (no mount)."""
+    crash_dir = opts.workdir / "crash"
+    crash_dir.mkdir(mode=0o700, exist_ok=True)
+    try:
+        subprocess.run(
+            ["debugfs", "-R", f"rdump / {crash_dir}", str(save_disk)],
+            check=True,
+            capture_output=True,
+            timeout=300,
+        )
+    except (OSError, subprocess.SubprocessError) as err:
+        raise VMError(f"cannot copy savecore's output out: {err}", path=str(save_disk)) from err
+    vmcores = [p for p in crash_dir.glob("*/vmcore") if not p.parent.is_symlink()]
+    if not vmcores:
+        raise VMError("savecore in the guest wrote no vmcore", path=str(save_disk))
+    result.vmcore = max(vmcores, key=lambda p: p.stat().st_mtime).resolve()
+    result.savecore_dir = result.vmcore.parent
 
 
 def _host_savecore(
@@ -263,10 +286,10 @@ def _host_savecore(
             path=str(dump),
             found=(done.stderr or done.stdout).strip()[-400:],
         )
-    vmcores = sorted(crash_dir.glob("*/vmcore"), key=lambda p: p.stat().st_mtime)
+    vmcores = [p for p in crash_dir.glob("*/vmcore") if not p.parent.is_symlink()]
     if not vmcores:
         raise VMError("savecore wrote no vmcore", path=str(crash_dir))
-    result.vmcore = vmcores[-1].resolve()
+    result.vmcore = max(vmcores, key=lambda p: p.stat().st_mtime).resolve()
     result.savecore_dir = result.vmcore.parent
     if on_phase is not None:
         on_phase("savecore", result.phases["savecore"], str(result.vmcore))

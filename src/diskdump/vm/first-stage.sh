@@ -12,8 +12,13 @@ if [ "$check_rc" = 1 ]; then
     say "rebooted: $DUMP_DEVICE holds a dump"
     if [ -n "$SAVECORE_DEVICE" ]; then
         mkdir -p /var/crash
+        tries=0
+        while [ ! -b "$SAVECORE_DEVICE" ] && [ "$tries" -lt 50 ]; do
+            sleep 0.1; tries=$((tries + 1))
+        done
         mount -t ext4 "$SAVECORE_DEVICE" /var/crash && {
-            diskdump savecore --config /etc/diskdump.toml --dir /var/crash
+            diskdump savecore --config /etc/diskdump.toml --dir /var/crash --compress zlib \
+                --min-free 0
             say "savecore exited with status $?"
             umount /var/crash
         }

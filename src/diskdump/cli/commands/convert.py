@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 from typing import Any
 
 from diskdump.cli._render import Progress, emit_json, human_size
 from diskdump.cli.exitcodes import ExitCode
+from diskdump.config import load_config
 from diskdump.formats.codecs import CODEC_NAMES
-from diskdump.savecore.convert import FORMATS, ConvertResult, convert
+from diskdump.savecore.convert import FORMATS, ConvertResult, EraseOptions, convert
 
 __all__ = ["register", "run"]
 
@@ -84,18 +86,55 @@ def register(sub: Any) -> None:
     )
     parser.add_argument("input", metavar="IN", help="vmcore to read (ELF, kdump, flattened)")
     parser.add_argument("output", metavar="OUT", help="file to write; - for standard output")
-    parser.add_argument("--format", choices=FORMATS, default="kdump",
-                        help="output format (default: kdump)")  # fmt: skip
-    parser.add_argument("--flatten", action="store_true",
-                        help="write the flattened stream (makedumpfile -F)")  # fmt: skip
-    parser.add_argument("--compress", choices=CODEC_NAMES, default="zlib",
-                        help="kdump page codec (default: zlib)")  # fmt: skip
-    parser.add_argument("--level", type=int, default=1, metavar="N",
-                        help="dump level, makedumpfile -d bits 0-31 (default: 1; see below)")
-    parser.add_argument("--zstd-level", type=int, default=None, metavar="N",
-                        help="zstd compression level (default: 1, as makedumpfile)")  # fmt: skip
-    parser.add_argument("--threads", type=int, default=1, metavar="N",
-                        help="compression threads (default: 1)")  # fmt: skip
+    parser.add_argument(
+        "--format", choices=FORMATS, default="kdump", help="output format (default: kdump)"
+    )
+    parser.add_argument(
+        "--flatten", action="store_true", help="write the flattened stream (makedumpfile -F)"
+    )
+    parser.add_argument(
+        "--compress", choices=CODEC_NAMES, default="zlib", help="kdump page codec (default: zlib)"
+    )
+    parser.add_argument(
+        "--level",
+        type=int,
+        default=1,
+        metavar="N",
+        help="dump level, makedumpfile -d bits 0-31 (default: 1; see below)",
+    )
+    parser.add_argument(
+        "--zstd-level",
+        type=int,
+        default=None,
+        metavar="N",
+        help="zstd compression level (default: 1, as makedumpfile)",
+    )
+    parser.add_argument(
+        "--threads", type=int, default=1, metavar="N", help="compression threads (default: 1)"
+    )
+    parser.add_argument(
+        "--erase",
+        action="append",
+        default=[],
+        metavar="SYMBOL[:SIZE]",
+        help="overwrite a kernel symbol's memory with 'X' in OUT (repeatable; "
+        "default from [erase] symbols in the configuration)",
+    )
+    parser.add_argument(
+        "--system-map",
+        type=Path,
+        metavar="FILE",
+        help="System.map of the crashed kernel, for --erase symbols",
+    )
+    parser.add_argument(
+        "--vmlinux",
+        type=Path,
+        metavar="FILE",
+        help="vmlinux of the crashed kernel, for --erase symbols and sizes",
+    )
+    parser.add_argument(
+        "--config", metavar="FILE", help="configuration file (default /etc/diskdump.toml)"
+    )
     parser.add_argument("--force", action="store_true", help="replace OUT if it exists")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     parser.add_argument("--quiet", action="store_true", help="no progress output")
@@ -117,9 +156,21 @@ def run(args: argparse.Namespace) -> int:
         overwrite=args.force,
         zstd_level=args.zstd_level,
         threads=max(1, args.threads),
+        erase=_erase_options(args),
     )
     _render(result, args.output, as_json=args.json, stream=sys.stderr if to_stdout else None)
     return ExitCode.OK
+
+
+def _erase_options(args: argparse.Namespace) -> EraseOptions:
+    """--erase flags, else the configuration's [erase] section."""
+    config = load_config(args.config, required=args.config is not None)
+    rules = tuple(args.erase) or config.erase_symbols
+    system_map = args.system_map or (
+        Path(config.erase_system_map) if config.erase_system_map else None
+    )
+    vmlinux = args.vmlinux or (Path(config.erase_vmlinux) if config.erase_vmlinux else None)
+    return EraseOptions(rules, system_map, vmlinux)
 
 
 def _render(result: ConvertResult, path: str, *, as_json: bool, stream: Any) -> None:

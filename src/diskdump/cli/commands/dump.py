@@ -11,6 +11,7 @@ from typing import Any
 from diskdump.cli._render import emit_json, human_size
 from diskdump.cli.exitcodes import ExitCode
 from diskdump.config import load_config, validate_dump_options
+from diskdump.formats.dumpheader import DumpFlag
 from diskdump.panic.manifest import DEFAULT_MANIFEST_PATH
 from diskdump.panic.run import DEFAULT_SOURCE, DumpRequest, run_dump
 from diskdump.panic.writer import DumpResult, ProgressInfo
@@ -28,8 +29,14 @@ and whose pattern verifies (then "maybe" devices if allowed); write the
 leading header (INCOMPLETE), the system state (utsname, panic string, CPU
 registers, VMCOREINFO, kernel log), then the pages in checksummed chunks,
 kernel image first; flush; then the trailing header and the leading header
-COMPLETE. A write error or an I/O stall (--io-timeout) moves the dump to the
-next device; a full device keeps what fits and marks the dump incomplete.
+COMPLETE. With --encrypt-to PUBLIC.pem ([dump] encrypt_to) the dump is
+encrypted: a fresh random key per dump seals every chunk and the kernel log,
+registers and VMCOREINFO (ChaCha20-Poly1305), and is stored only wrapped
+with the public key (X25519, or RSA-OAEP >= 3072 bits); the headers, the
+panic line and the sizes stay clear. The key is loaded before crash-dump
+mode; a key that does not load means nothing is written. A write error or
+an I/O stall (--io-timeout) moves the dump to the next device; a full
+device keeps what fits and marks the dump incomplete.
 """
 
 EPILOG = """\
@@ -42,6 +49,7 @@ exit status:
 examples:
   diskdump dump --config /etc/diskdump.toml           (in the capture kernel)
   diskdump dump --unarmed --device dump.img --source vmcore --compress zlib
+  diskdump dump --unarmed --device dump.img --source vmcore --encrypt-to dump-key.pub.pem
 """
 
 
@@ -92,6 +100,11 @@ def register(sub: Any) -> None:
         default=None,
         help="second pass over devices whose sanity check says maybe",
     )
+    p.add_argument(
+        "--encrypt-to",
+        metavar="PUBLIC.pem",
+        help="encrypt the dump to this X25519 or RSA (>= 3072 bits) public key",
+    )
     p.add_argument("--no-mlock", action="store_true", help="do not lock memory (small replays)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress line")
@@ -109,6 +122,7 @@ def _request(args: argparse.Namespace) -> DumpRequest:
         "io_timeout": args.io_timeout,
         "verify": args.verify,
         "allow_maybe": args.allow_maybe,
+        "encrypt_to": args.encrypt_to,
     }
     dump = replace(config.dump, **{k: v for k, v in flags.items() if v is not None})
     validate_dump_options(dump, source="command line")
@@ -154,6 +168,7 @@ def _as_dict(result: DumpResult) -> dict[str, object]:
         "pages_written": head.pages_written,
         "pages_planned": head.pages_planned,
         "chunks": head.chunk_count,
+        "encrypted": bool(head.flags & DumpFlag.ENCRYPTED),
         "bytes_written": result.bytes_written,
         "seconds": round(result.elapsed, 3),
         "events": list(result.events),

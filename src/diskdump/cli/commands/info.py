@@ -9,7 +9,11 @@ from typing import Any
 
 from diskdump.cli._render import emit_json, human_size
 from diskdump.cli.exitcodes import ExitCode
+from diskdump.errors import CryptoError
+from diskdump.formats.crypt import KeyEnvelope
 from diskdump.formats.detect import opened_vmcore
+from diskdump.formats.dumpfile import is_dump_file, opened_dump_file
+from diskdump.formats.dumpimage import DumpImage
 from diskdump.formats.printk import PrintkRecord, format_dmesg
 from diskdump.formats.summary import CrashSummary, read_kernel_log, summarize
 
@@ -28,6 +32,11 @@ crash time (CRASHTIME, in UTC), the number of CPUs (one NT_PRSTATUS note
 each), the crashing CPU with its instruction and stack pointers, the memory
 size, the dump level, the compression and whether the dump is complete.
 Only VMCOREINFO is needed, no debug symbols.
+
+A vmcore.encrypted (an encrypted dump savecore kept without the key) is
+recognised by its dump header: only its clear facts are shown (release,
+node name, crash time, panic line, CPUs, sizes, the key id it is sealed
+for); its pages, kernel log and registers need `diskdump decrypt` first.
 
 Anything missing or repaired is listed as a warning: no VMCOREINFO (QEMU
 without -device vmcoreinfo), a container phys_base that disagrees with
@@ -88,6 +97,8 @@ def register(sub: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Print the summary or the log of ``args.path``."""
+    if is_dump_file(args.path):
+        return _dump_file(args)
     with opened_vmcore(args.path) as source:
         if args.dmesg:
             records = read_kernel_log(source)
@@ -142,3 +153,44 @@ def _text(summary: CrashSummary, path: str) -> str:
     ]
     rows += [("warning", warning) for warning in summary.warnings]
     return "".join(f"{name + ':':<14}{value}\n" for name, value in rows)
+
+
+def _dump_file(args: argparse.Namespace) -> int:
+    """The clear facts of a saved dump file (vmcore.encrypted)."""
+    with opened_dump_file(args.path) as image:
+        if args.dmesg and image.locked:
+            raise CryptoError(
+                "the kernel log of this dump is encrypted",
+                path=args.path,
+                hint="diskdump decrypt --key PRIVATE.pem IN OUT, then diskdump info OUT",
+            )
+        facts = _dump_facts(image)
+    if args.json:
+        emit_json({**facts, "path": args.path})
+    else:
+        sys.stdout.write("".join(f"{name + ':':<14}{value}\n" for name, value in facts.items()))
+    return ExitCode.OK
+
+
+def _dump_facts(image: DumpImage) -> dict[str, object]:
+    head = image.header
+    uts = head.utsname
+    facts: dict[str, object] = {
+        "format": "diskdump-encrypted" if image.encrypted else "diskdump",
+        "encrypted": image.encrypted,
+        "release": uts.release or "unknown",
+        "machine": uts.machine or "unknown",
+        "nodename": uts.nodename or "unknown",
+        "panic": image.metadata.panic_string.strip() or "none recorded",
+        "crash time": head.crash_time,
+        "cpus": head.nr_cpus,
+        "crashing cpu": head.crashing_cpu,
+        "pages held": image.pages_held,
+        "page size": head.page_size,
+        "complete": not image.incomplete,
+    }
+    if image.encrypted:
+        envelope = KeyEnvelope.unpack(image.metadata.key_envelope)
+        facts["key id"] = envelope.key_id.hex()
+        facts["sealed"] = "pages, kernel log, registers (notes), VMCOREINFO"
+    return facts

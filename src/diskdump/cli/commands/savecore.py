@@ -45,6 +45,14 @@ holes in the vmcore, never zeros. Running savecore again, or after it was
 killed at any point, never saves a dump twice and never loses one: a dump
 whose id a complete save already records is only re-initialised.
 
+An encrypted dump (`diskdump dump --encrypt-to`) is kept encrypted unless
+a private key is given: DIR/<host>-<time>/vmcore.encrypted (the dump as the
+partition held it, sealed) with info.json and info.txt, and no dmesg.txt,
+since the kernel log is sealed too; `diskdump decrypt` opens it later.
+With --decrypt-with PRIVATE.pem ([savecore] decrypt_with) the normal vmcore
+and dmesg.txt are written, every chunk authenticated; a wrong key or a
+tampered chunk is an error and the dump stays on the device.
+
 DIR must be owned by root (or the caller) and not writable by group or
 others, and is never followed through a symlink; the save is refused when
 it would leave less than --min-free bytes free. A systemd unit that runs
@@ -62,6 +70,7 @@ examples:
   diskdump savecore                                  devices and DIR from /etc/diskdump.toml
   diskdump savecore --device /dev/sdb2 --dir /var/crash --format elf
   diskdump savecore --device dump.img --dir crash --keep --json
+  diskdump savecore --decrypt-with /root/dump-key.pem    decrypt encrypted dumps while saving
 """
 
 
@@ -116,6 +125,12 @@ def register(sub: Any) -> None:
         help="saves to keep, the "
         "oldest removed first; 0 keeps all ([savecore] max_dumps, default 5)",
     )
+    parser.add_argument(
+        "--decrypt-with",
+        metavar="PRIVATE.pem",
+        help="private key that opens encrypted dumps ([savecore] decrypt_with); "
+        "without it they are saved as vmcore.encrypted",
+    )
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     parser.add_argument("--quiet", action="store_true", help="no progress output")
     parser.set_defaults(func=run)
@@ -139,6 +154,7 @@ def _options(args: argparse.Namespace) -> tuple[list[DeviceSpec], SaveOptions]:
         keep=args.keep,
         min_free=min_free,
         max_dumps=saved.max_dumps if args.max_dumps is None else args.max_dumps,
+        decrypt_with=args.decrypt_with or saved.decrypt_with,
     )
     return list(config.devices), options
 
