@@ -226,7 +226,7 @@ def test_decrypt_reports_a_changed_byte_in_any_chunk(
     )
     assert os.listdir(out.parent) == []  # the temporary file is gone too
     # without the crc fix the damage is told apart: a storage error, not a tag failure
-    data[offset] ^= mask
+    data = bytearray(saved_encrypted.read_bytes())
     data[at + 512 + size // 2] ^= 0x01
     bad.write_bytes(bytes(data))
     assert main(["decrypt", "--quiet", "--key", str(x25519_keys.private_pem), str(bad),
