@@ -94,15 +94,15 @@ def cpu_per_page(path: Path, codec_name: str, repeat: int) -> dict[str, float]:
     }
 
 
-def _dump(vmcore: Path, work: Path, key: Path | None) -> tuple[float, int]:
+def _dump(vmcore: Path, work: Path, key: Path | None, codec: str) -> tuple[float, int]:
     image = work / "dump.img"
     image.unlink(missing_ok=True)
     with image.open("wb") as f:
         os.posix_fallocate(f.fileno(), 0, IMAGE_SIZE)
     cli = [sys.executable, "-m", "diskdump.cli.main"]
-    subprocess.run([*cli, "format", str(image), "--quiet"], check=True)
+    subprocess.run([*cli, "format", str(image), "--quiet"], check=True, stdout=subprocess.DEVNULL)
     argv = [*cli, "dump", "--unarmed", "--no-mlock", "--json", "--device", str(image),
-            "--source", str(vmcore)]  # fmt: skip
+            "--source", str(vmcore), "--compress", codec]  # fmt: skip
     if key is not None:
         argv += ["--encrypt-to", str(key)]
     proc = subprocess.run(argv, check=True, capture_output=True, text=True)
@@ -110,7 +110,7 @@ def _dump(vmcore: Path, work: Path, key: Path | None) -> tuple[float, int]:
     return float(result["seconds"]), int(result["pages_written"])
 
 
-def wall_per_page(vmcore: Path, repeat: int) -> dict[str, float]:
+def wall_per_page(vmcore: Path, repeat: int, codec: str) -> dict[str, float]:
     """Median wall time of ``diskdump dump`` clear and encrypted, and the difference per page."""
     with tempfile.TemporaryDirectory(dir=os.environ.get("TMPDIR", "/var/tmp")) as tmp:
         work = Path(tmp)
@@ -122,7 +122,7 @@ def wall_per_page(vmcore: Path, repeat: int) -> dict[str, float]:
         pages = 0
         for _ in range(repeat):
             for label, k in (("clear", None), ("encrypted", key)):
-                seconds, pages = _dump(vmcore, work, k)
+                seconds, pages = _dump(vmcore, work, k, codec)
                 times[label].append(seconds)
     clear, enc = statistics.median(times["clear"]), statistics.median(times["encrypted"])
     return {
@@ -143,7 +143,8 @@ def main() -> None:
     args = parser.parse_args()
     print(json.dumps({"vmcore": str(args.vmcore), "codec": args.codec,
                       "cpu": cpu_per_page(args.vmcore, args.codec, args.repeat),
-                      "wall": wall_per_page(args.vmcore, args.repeat)}, indent=2))  # fmt: skip
+                      "wall": wall_per_page(args.vmcore, args.repeat, args.codec)},
+                     indent=2))  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -185,6 +185,13 @@ def _tampered(
         ("start_pfn", False, True, CryptoError, r"^chunk (\d+) fails authentication"),
         ("state map", False, True, CryptoError, r"^chunk (\d+) fails authentication"),
         (
+            "fill",
+            False,
+            False,
+            CorruptDataError,
+            r"^chunk (\d+) zero fill holds data \(altered\) in field zero fill at offset 0x",
+        ),
+        (
             "payload",
             False,
             False,
@@ -220,6 +227,8 @@ def test_a_changed_byte_in_a_chunk_is_reported(
         "start_pfn": (START_PFN_OFFSET + 4, 0x01),
         # a ZERO page becomes EXCLUDED: the counts still agree, only the seal can tell
         "state map": (STATE_MAP_OFFSET + zero_page // 4, 0b10 << (2 * (zero_page % 4))),
+        # the zero fill between the state map and the payload: no crc covers it
+        "fill": (STATE_MAP_OFFSET + head.page_count // 4 + 8, 0x01),
     }[where]
     bad = _tampered(dev, chunk_at + offset, fix_payload=fix_payload, fix_header=fix_header,
                     mask=mask)  # fmt: skip
@@ -285,7 +294,8 @@ def test_tampered_metadata_fails_authentication(x25519_keys: KeyPair) -> None:
         assert _open(bad, label).locked  # without the key nothing checks the seal
         with pytest.raises(
             CryptoError,
-            match=r"^dump metadata fails authentication \(tampered\) in field SEALED at offset 0x",
+            match=r"^dump header or metadata fails authentication \(tampered\) "
+            r"in field SEALED at offset 0x",
         ):
             _open(bad, label, x25519_keys.private)
 
@@ -392,3 +402,114 @@ def test_file_blocks_refuse_a_read_past_the_end(tmp_path: Path) -> None:
         ):
             blocks.read(1, bytearray(4096))
     assert DumpHeader.SIZE == HEADER_SIZE
+
+
+@pytest.mark.parametrize("codec", list(CompressFlag))
+def test_sealed_chunk_header_round_trip(codec: CompressFlag) -> None:
+    states = bytes([PageState.PRESENT, PageState.ZERO, PageState.EXCLUDED, PageState.PRESENT])
+    raw = 2 * PAGE
+    payload = raw + 16 if codec is CompressFlag.NONE else 777
+    head = ChunkHeader(codec, 7, bytes(range(16)), 0x1234, 4, 2, payload, raw, 0xDEAD, states, True)
+    back = ChunkHeader.unpack(head.pack(), page_size=PAGE)
+    assert back == head and back.sealed
+    assert back.associated_data() == replace(head, payload_crc=0).pack()
+    assert (
+        ChunkHeader.unpack(
+            replace(
+                head, sealed=False, payload_size=raw if codec is CompressFlag.NONE else payload
+            ).pack(),
+            page_size=PAGE,
+        ).sealed
+        is False
+    )
+
+
+def test_metadata_with_envelope_and_sealed_records_round_trip() -> None:
+    meta = replace(state().metadata(small_source(1)), key_envelope=b"E" * 104, sealed=b"S" * 99)
+    packed = pack_metadata(meta)
+    assert unpack_metadata(packed) == meta
+    # a clear dump's metadata has neither record: its bytes are what they were
+    clear = replace(meta, key_envelope=b"", sealed=b"")
+    assert pack_metadata(clear) == packed[: len(pack_metadata(clear))]
+    assert len(pack_metadata(clear)) == len(packed) - (8 + 104) - (8 + 104)
+
+
+def test_a_cut_short_encrypted_dump_saved_as_a_file_keeps_what_was_written(
+    tmp_path: Path, x25519_keys: KeyPair
+) -> None:
+    from diskdump.formats.dumpfile import opened_dump_file, write_dump_file
+    from diskdump.formats.dumpheader import DumpStatus
+
+    src = small_source(2)
+    whole = _open(*_dump(x25519_keys, codec="zstd")).header
+    inner, label = formatted(blocks=3000)
+    # power lost half-way through the chunks: no trailer, header INCOMPLETE
+    cut = (whole.data_end_lba + whole.data_lba) // 2 - whole.header_lba
+    dev = FaultDevice(inner, FaultPlan(power_cut_after_blocks=cut))
+    write_dump(src, state(), [dev], settings(codec="zstd", public_key=x25519_keys.public))
+    inner.reopen()
+    image = _open(inner, label)
+    assert image.incomplete and image.header.status is DumpStatus.INCOMPLETE
+    assert len(image.chunks) > 0
+    path = tmp_path / "vmcore.encrypted"
+    with path.open("wb") as out:
+        size = write_dump_file(image, out)
+    assert size == path.stat().st_size
+    with opened_dump_file(str(path)) as locked:
+        assert locked.locked and locked.incomplete
+        assert locked.header.header_lba == 0 and len(locked.chunks) == len(image.chunks)
+    with opened_dump_file(str(path), private_key=x25519_keys.private) as opened:
+        assert opened.pages_held == image.pages_held > 0
+        assert assert_pages_match(opened, src) == opened.pages_held
+        assert opened.metadata.kernel_log == state().kernel_log
+    with (
+        pytest.raises(CryptoError, match=r"^wrong key"),
+        opened_dump_file(str(path), private_key=_other_private()),
+    ):
+        pass  # pragma: no cover
+
+
+def _other_private() -> object:
+    from cryptography.hazmat.primitives.asymmetric import x25519
+
+    return x25519.X25519PrivateKey.generate()
+
+
+def test_a_partition_image_is_not_a_dump_file(tmp_path: Path) -> None:
+    from diskdump.errors import NotThisFormatError
+    from diskdump.formats.dumpfile import is_dump_file, opened_dump_file
+
+    dev, label = _dump(None)
+    raw = bytes(dev.data[label.reserve_blocks * 4096 :])  # the header is at its block 0 ...
+    path = tmp_path / "image"
+    path.write_bytes(raw)
+    assert is_dump_file(str(path)) and not is_dump_file(str(tmp_path / "missing"))
+    # ... but it names lba 256 as its own place: a partition's, not a saved file's
+    with (
+        pytest.raises(
+            NotThisFormatError,
+            match=r"^a dump partition image, not a saved dump file in field header_lba",
+        ),
+        opened_dump_file(str(path)),
+    ):
+        pass
+    path.write_bytes(raw[:100])
+    with (
+        pytest.raises(TruncatedError, match=r"^dump file is cut short"),
+        opened_dump_file(str(path)),
+    ):
+        pass  # pragma: no cover
+
+
+def test_an_edited_header_fails_authentication_with_the_key(x25519_keys: KeyPair) -> None:
+    dev, label = _dump(x25519_keys)
+    head = _open(dev, label).header
+    edited = head.finished(crash_time=head.crash_time + 3600, nr_cpus=head.nr_cpus + 1)
+    data = bytearray(dev.data)
+    bs = head.block_size
+    for lba in (head.header_lba, head.trailer_lba):  # both copies, crc32 recomputed
+        data[lba * bs : (lba + 1) * bs] = header_block(edited)
+    bad = MemoryDevice(len(data) // bs, name="tampered", data=bytes(data))
+    assert _open(bad, label).header.nr_cpus == head.nr_cpus + 1  # clear: readable, unchecked
+    with pytest.raises(CryptoError, match=r"^dump header or metadata fails authentication"):
+        _open(bad, label, x25519_keys.private)

@@ -113,7 +113,7 @@ def test_open_file_mmap_and_pread_agree(memory: bytes, tmp_path: Path) -> None:
     path = write_elfcore(tmp_path / "vmcore", segments_from(memory, RANGES), kernel_notes())
     for use_mmap in (True, False):
         with ElfVmcore.open(path, use_mmap=use_mmap) as core:
-            assert (core._backing.buf is not None) == use_mmap
+            assert core._backing.use_mmap == use_mmap
             assert check_pages(core, memory, [PfnRun(0, 0x9F), PfnRun(0x100, 0x400)]) == 0x39F
             assert core.read_pages(0x9F, 1) == low_page(memory)
         core.close()  # idempotent

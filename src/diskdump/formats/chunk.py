@@ -176,6 +176,13 @@ class ChunkHeader:
         crc = _CRC.pack(checksum32(smap, checksum32(fixed)))
         return (fixed + crc + smap).ljust(CHUNK_HEADER_SIZE, b"\0")
 
+    def zero_fill(self, block_size: int) -> tuple[tuple[int, int], ...]:
+        """Byte ranges of the chunk the writer fills with zeros (after the state map, and
+        after the payload up to the block boundary): no crc covers them, a reader checks them."""
+        smap_end = _FIXED.size + _CRC.size + -(-self.page_count // _PAGES_PER_BYTE)
+        end = CHUNK_HEADER_SIZE + self.payload_size
+        return ((smap_end, CHUNK_HEADER_SIZE), (end, self.blocks(block_size) * block_size))
+
     def associated_data(self) -> bytes:
         """What a sealed payload authenticates: this header with ``payload_crc`` zero."""
         return replace(self, payload_crc=0).pack()

@@ -219,7 +219,7 @@ def open_dump(
     meta = unpack_metadata(raw, device=name, offset=offset)
     cipher = None
     if head.flags & DumpFlag.ENCRYPTED and private_key is not None:
-        cipher, meta = unlock_metadata(raw, meta, private_key, name=name, offset=offset)
+        cipher, meta = unlock_metadata(raw, meta, private_key, head, name=name, offset=offset)
     chunks, stop = _scan_chunks(src, head, name)
     return DumpImage(src, headers, meta, chunks, stop, name, cipher=cipher)
 
@@ -329,8 +329,23 @@ def _next_chunk(
     return ChunkRef(lba, ch)
 
 
-def _chunk_payload(src: BlockSource, lba: int, ch: ChunkHeader, block_size: int) -> bytes:
+def _chunk_payload(
+    src: BlockSource, lba: int, ch: ChunkHeader, block_size: int, name: str | None = None
+) -> bytes:
     data = _read(src, lba, ch.blocks(block_size))
+    if ch.sealed:
+        # no crc and no seal covers the zero fill: in an encrypted dump every byte counts
+        for start, end in ch.zero_fill(block_size):
+            if data[start:end].count(0) != end - start:
+                at = start + next(i for i, b in enumerate(data[start:end]) if b)
+                raise CorruptDataError(
+                    f"chunk {ch.sequence} zero fill holds data (altered)",
+                    device=name,
+                    offset=lba * block_size + at,
+                    field="zero fill",
+                    expected=0,
+                    found=data[at],
+                )
     return data[CHUNK_HEADER_SIZE : CHUNK_HEADER_SIZE + ch.payload_size]
 
 
@@ -489,7 +504,7 @@ class DumpImage:
         if self._cache is not None and self._cache[0] == ref.lba:
             return self._cache[1], self._cache[2]
         ch = ref.header
-        payload = _chunk_payload(self.src, ref.lba, ch, self.header.block_size)
+        payload = _chunk_payload(self.src, ref.lba, ch, self.header.block_size, self.name)
         raw = decode_payload(
             ch,
             payload,

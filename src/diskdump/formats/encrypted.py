@@ -13,7 +13,8 @@ seals the payloads and part of the metadata::
       SOURCE              clear
       KEY_ENVELOPE        clear   the dump key wrapped for the public key; names its key id
       SEALED              sealed  NOTES (PRSTATUS registers, VMCOREINFO), KERNEL_LOG,
-                                  VMCOREINFO; associated data: every clear record above
+                                  VMCOREINFO; associated data: the header's identity
+                                  (header_identity) and every clear record above
     chunk header          clear   page states, sizes, crcs (associated data of its seal)
     chunk payload         sealed  compressed pages + 16-byte Poly1305 tag
 
@@ -24,6 +25,12 @@ general registers at the crash, which can hold key material or data being
 processed, and VMCOREINFO gives KERNELOFFSET, which defeats KASLR for anyone
 who reads the file. Nothing savecore needs to find, size and manage the dump
 is sealed: those facts are in the header and the clear records.
+
+The header itself is protected by a crc32 only, but its identity (dump id,
+utsname, crash time, cpus, page size, sizes planned, levels: everything but
+where the dump lies, its status and its timing, which the writer or savecore
+rewrite) is associated data of the sealed metadata, so an edited header fails
+authentication when the dump is opened with the key.
 
 Nonces: chunk ``sequence`` (a u32) for chunk payloads; :data:`METADATA_SEQUENCE`
 (2**64 - 1, beyond any u32) for the sealed metadata. One dump key is drawn per
@@ -47,6 +54,7 @@ from diskdump.formats.crypt import (
     unwrap_dump_key,
 )
 from diskdump.formats.dumpheader import (
+    DumpHeader,
     DumpMetadata,
     RecordType,
     pack_metadata,
@@ -59,6 +67,7 @@ __all__ = [
     "SEALED_FIELDS",
     "DumpSealer",
     "FileBlocks",
+    "header_identity",
     "read_private_key",
     "read_public_key",
     "seal_metadata",
@@ -72,6 +81,28 @@ SEALED_FIELDS: Final = ("notes", "kernel_log", "vmcoreinfo")
 #: type, reserved, length of a metadata record (formats/dumpheader.py)
 _RECORD = struct.Struct("<HHI")
 _RECORD_ALIGN: Final = 8
+#: header_identity: a tag, then dump_id, the integer facts, the packed utsname
+_IDENTITY_TAG: Final = b"DDhdrid1"
+_IDENTITY = struct.Struct("<8s16sIQQQIiIIQ")
+
+
+def header_identity(head: DumpHeader) -> bytes:
+    """The facts of a dump header that a sealed dump authenticates (not placement,
+    status, flags or timing, which change after the metadata is sealed)."""
+    fixed = _IDENTITY.pack(
+        _IDENTITY_TAG,
+        head.dump_id,
+        head.page_size,
+        head.max_pfn,
+        head.phys_base,
+        head.crash_time,
+        head.nr_cpus,
+        head.crashing_cpu,
+        head.dump_level,
+        head.applied_level,
+        head.pages_planned,
+    )
+    return fixed + head.utsname.pack()
 
 
 def read_public_key(path: str) -> object:
@@ -114,12 +145,15 @@ class DumpSealer:
         return cls(ChunkCipher(dump_key), envelope.pack())
 
 
-def seal_metadata(meta: DumpMetadata, sealer: DumpSealer) -> bytes:
-    """The metadata of an encrypted dump: clear records, then the SEALED record (last)."""
+def seal_metadata(meta: DumpMetadata, sealer: DumpSealer, identity: bytes) -> bytes:
+    """The metadata of an encrypted dump: clear records, then the SEALED record (last).
+
+    :param identity: :func:`header_identity` of the header the dump will carry
+    """
     clear = replace(meta, notes=b"", kernel_log="", vmcoreinfo=b"", key_envelope=sealer.envelope)
     secret = DumpMetadata(notes=meta.notes, kernel_log=meta.kernel_log, vmcoreinfo=meta.vmcoreinfo)
     head = pack_metadata(replace(clear, sealed=b""))
-    sealed = sealer.cipher.seal(METADATA_SEQUENCE, head, _secret_records(secret))
+    sealed = sealer.cipher.seal(METADATA_SEQUENCE, identity + head, _secret_records(secret))
     return head + pack_record(RecordType.SEALED, sealed)
 
 
@@ -135,7 +169,13 @@ def _secret_records(secret: DumpMetadata) -> bytes:
 
 
 def unlock_metadata(
-    raw: bytes, meta: DumpMetadata, private_key: object, *, name: str | None = None, offset: int = 0
+    raw: bytes,
+    meta: DumpMetadata,
+    private_key: object,
+    head: DumpHeader,
+    *,
+    name: str | None = None,
+    offset: int = 0,
 ) -> tuple[ChunkCipher, DumpMetadata]:
     """Unwrap the dump key and open the sealed records.
 
@@ -144,6 +184,7 @@ def unlock_metadata(
 
     :param raw: the metadata bytes as stored (``meta_size`` bytes)
     :param meta: ``raw`` already unpacked
+    :param head: the dump header (its identity is authenticated with the metadata)
     :param offset: byte offset of the metadata on ``name``, for messages
     :return: the dump's chunk cipher and the metadata with the sealed fields filled in
     :raises CorruptDataError: no key envelope or sealed record, or SEALED is not last
@@ -169,10 +210,12 @@ def unlock_metadata(
             field="SEALED",
         )
     try:
-        secret_raw = cipher.open(METADATA_SEQUENCE, raw[:start], meta.sealed)
+        secret_raw = cipher.open(
+            METADATA_SEQUENCE, header_identity(head) + raw[:start], meta.sealed
+        )
     except CryptoError:
         raise CryptoError(
-            "dump metadata fails authentication (tampered)",
+            "dump header or metadata fails authentication (tampered)",
             device=name,
             offset=offset + start,
             field="SEALED",

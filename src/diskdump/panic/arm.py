@@ -7,6 +7,8 @@ A crash is captured only if all of these hold at the moment of the crash::
     devices    at least one configured device is formatted, holds no uncleared
                dump, verifies its pattern and has room for this machine's memory
     capture    a capture kernel is loaded (/sys/kernel/kexec_crash_loaded = 1)
+    key        with ``[dump] encrypt_to``, the public key loads (X25519 or RSA >= 3072
+               bits); arm records it in the manifest, which hashes it
 
 Size estimate: the dump of a machine with ``MemTotal`` bytes (from
 /proc/meminfo) needs at most the memory itself uncompressed, plus one chunk
@@ -27,6 +29,7 @@ from pathlib import Path
 from diskdump.config import Config
 from diskdump.devices import open_device
 from diskdump.errors import ConfigError, DiskdumpError
+from diskdump.formats.encrypted import read_public_key
 from diskdump.formats.partition import BLOCK_SIZE
 from diskdump.panic.layout import DEFAULT_CHUNK_PAGES
 from diskdump.panic.manifest import (
@@ -186,6 +189,7 @@ def arm(
     """Check every device, and write the manifest if at least one can take a full dump.
 
     :raises ConfigError: no device configured
+    :raises CryptoError: ``encrypt_to`` is set and the key does not load (nothing armed)
     """
     if not config.devices:
         raise ConfigError(
@@ -194,6 +198,9 @@ def arm(
             field="device",
             hint="add [[device]] entries or pass --device",
         )
+    encrypt_to = config.dump.encrypt_to or None
+    if encrypt_to is not None:
+        read_public_key(encrypt_to)  # the dump loads it again before crash-dump mode
     needed = estimate_dump_size(meminfo_path)
     devices = tuple(check_devices(config, needed))
     if not any(d.ready for d in devices):
@@ -203,6 +210,7 @@ def arm(
         codec=config.dump.compress,
         devices=[d.device for d in devices],
         estimate_size=needed,
+        encrypt_to=encrypt_to,
     )
     write_manifest(manifest, manifest_path)
     return ArmReport(needed, devices, manifest_path, manifest, loader(config))

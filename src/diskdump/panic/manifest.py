@@ -13,12 +13,15 @@ recomputes before it writes anything::
       "codec": "zstd",
       "devices": ["/dev/disk/by-partlabel/dump0", ...],
       "estimate_size": 1073741824,             bytes a dump of this machine may need
+      "encrypt_to": "/etc/diskdump/dump.pub.pem" | null,   public key of encrypted dumps
       "files": {"/usr/bin/python3.11": "<sha256 hex>", ...}
     }
 
 ``files`` holds: every module of the diskdump package (the dump command
 imports the package's CLI and formats as well as the writer), the
-interpreter binary, the files of the codec library, and the configuration.
+interpreter binary, the files of the codec library, and the configuration;
+with ``encrypt_to``, also the public key file and the cryptography package
+(the writer seals chunks with it).
 A file that changed, vanished or appeared in the package is a mismatch.
 """
 
@@ -81,6 +84,7 @@ class Manifest:
     estimate_size: int = 0
     created: int = 0
     python: str = field(default_factory=lambda: sys.version)
+    encrypt_to: str | None = None  #: public key file of encrypted dumps (absolute)
 
     def to_json(self) -> str:
         """The manifest file's text."""
@@ -93,6 +97,7 @@ class Manifest:
             "codec": self.codec,
             "devices": list(self.devices),
             "estimate_size": self.estimate_size,
+            "encrypt_to": self.encrypt_to,
             "files": dict(sorted(self.files.items())),
         }
         return json.dumps(doc, indent=2) + "\n"
@@ -128,18 +133,35 @@ def _codec_files(codec: str) -> list[str]:
     return [str(path)]
 
 
-def writer_files(config: str | None, codec: str, *, package_dir: Path = PACKAGE_DIR) -> list[str]:
+def writer_files(
+    config: str | None,
+    codec: str,
+    *,
+    package_dir: Path = PACKAGE_DIR,
+    encrypt_to: str | None = None,
+) -> list[str]:
     """Every file the writer executes or reads as code: package, interpreter, codec, config.
 
     :param config: the configuration file, if one is used
     :param codec: codec name; its library's files are included
+    :param encrypt_to: public key file of encrypted dumps; it and the cryptography
+        package are included
     """
     files = _package_files(package_dir)
     files.append(os.path.realpath(sys.executable))
     files.extend(_codec_files(codec))
     if config is not None:
         files.append(os.path.abspath(config))
+    if encrypt_to is not None:
+        files.append(os.path.abspath(encrypt_to))
+        files.extend(_crypto_files())
     return sorted(set(files))
+
+
+def _crypto_files() -> list[str]:
+    import cryptography
+
+    return _package_files(Path(cryptography.__file__).resolve().parent)
 
 
 def build_manifest(
@@ -149,13 +171,15 @@ def build_manifest(
     devices: Sequence[str] = (),
     estimate_size: int = 0,
     package_dir: Path = PACKAGE_DIR,
+    encrypt_to: str | None = None,
 ) -> Manifest:
     """Hash every writer file now.
 
+    :param encrypt_to: public key file of encrypted dumps (recorded, and hashed)
     :raises ManifestError: a file cannot be read
     """
     files: dict[str, str] = {}
-    for path in writer_files(config, codec, package_dir=package_dir):
+    for path in writer_files(config, codec, package_dir=package_dir, encrypt_to=encrypt_to):
         try:
             files[path] = _sha256(path)
         except OSError as err:
@@ -167,6 +191,7 @@ def build_manifest(
         devices=tuple(devices),
         estimate_size=estimate_size,
         created=int(time.time()),
+        encrypt_to=None if encrypt_to is None else os.path.abspath(encrypt_to),
     )
 
 
@@ -218,6 +243,7 @@ def read_manifest(path: str | os.PathLike[str]) -> Manifest:
         estimate_size=int(doc.get("estimate_size", 0)),
         created=int(doc.get("created", 0)),
         python=str(doc.get("python", "")),
+        encrypt_to=doc.get("encrypt_to") if isinstance(doc.get("encrypt_to"), str) else None,
     )
 
 

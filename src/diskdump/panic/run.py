@@ -26,7 +26,12 @@ from diskdump.formats.encrypted import read_public_key
 from diskdump.formats.filtered import filter_source
 from diskdump.formats.memsource import MemorySource
 from diskdump.formats.vmcoreinfo import vmcoreinfo_from_notes
-from diskdump.panic.manifest import DEFAULT_MANIFEST_PATH, read_manifest, verify_manifest
+from diskdump.panic.manifest import (
+    DEFAULT_MANIFEST_PATH,
+    Manifest,
+    read_manifest,
+    verify_manifest,
+)
 from diskdump.panic.source import collect_state
 from diskdump.panic.writer import DumpResult, ProgressInfo, WriterSettings, write_dump
 
@@ -54,12 +59,14 @@ class DumpRequest:
     lock_memory: bool = True
 
 
-def check_manifest(path: str, config: str | None) -> None:
+def check_manifest(path: str, config: str | None) -> Manifest:
     """Verify the writer against the armed manifest.
 
+    :return: the manifest (its ``encrypt_to`` applies when the configuration has none)
     :raises ManifestError: no manifest, or any file differs (all of them in the hint)
     """
-    problems = verify_manifest(read_manifest(path), config=config)
+    manifest = read_manifest(path)
+    problems = verify_manifest(manifest, config=config)
     if problems:
         raise ManifestError(
             f"the dump writer does not match its manifest ({len(problems)} differences); "
@@ -67,6 +74,7 @@ def check_manifest(path: str, config: str | None) -> None:
             path=path,
             hint="; ".join(problems),
         )
+    return manifest
 
 
 def resolve_threads(threads: int) -> int:
@@ -120,9 +128,11 @@ def run_dump(request: DumpRequest) -> DumpResult:
     :raises CryptoError: ``encrypt_to`` is set and the key cannot be loaded (nothing written)
     """
     config = request.config
-    if not request.unarmed:
-        check_manifest(request.manifest, config.path)
     opts = config.dump
+    if not request.unarmed:
+        armed = check_manifest(request.manifest, config.path)
+        if not opts.encrypt_to and armed.encrypt_to:  # `diskdump arm --encrypt-to`
+            opts = replace(opts, encrypt_to=armed.encrypt_to)
     settings = WriterSettings(
         level=opts.level,
         codec=opts.compress,

@@ -62,7 +62,7 @@ from diskdump.formats.dumpheader import (
     header_block,
     pack_metadata,
 )
-from diskdump.formats.encrypted import DumpSealer, seal_metadata
+from diskdump.formats.encrypted import DumpSealer, header_identity, seal_metadata
 from diskdump.formats.memsource import MemorySource, PfnRun, runs_page_count
 from diskdump.panic.compress import ChunkJob, CompressorPool
 from diskdump.panic.crashmode import CrashMode
@@ -214,6 +214,8 @@ class _Plan:
     priority: PfnRun | None
     #: one id for the dump on every device it touches: savecore recognises the same dump
     dump_id: bytes
+    #: the header facts common to every device (placement and status are filled per device)
+    template: DumpHeader
     #: encrypted dumps: one dump key per device attempt, and the metadata sealed with it
     sealers: tuple[DumpSealer, ...] = ()
     sealed_metas: tuple[bytes, ...] = ()
@@ -232,10 +234,12 @@ def _plan(
     codec.check_available()
     vmcoreinfo = state.vmcoreinfo.decode("ascii", "replace")
     metadata = state.metadata(source)
+    template = _template(source, state, settings, codec)
     sealers: tuple[DumpSealer, ...] = ()
     if settings.public_key is not None:
         # every key drawn and every cipher built now: nothing is imported in crash-dump mode
         sealers = tuple(DumpSealer.fresh(settings.public_key) for _ in range(max(1, attempts)))
+    identity = header_identity(template)
     return _Plan(
         source=source,
         state=state,
@@ -243,9 +247,40 @@ def _plan(
         codec=codec,
         meta=pack_metadata(metadata),
         priority=kernel_image_pfns(vmcoreinfo, source.page_size),
-        dump_id=uuid.UUID(bytes=os.urandom(16), version=4).bytes,
+        dump_id=template.dump_id,
+        template=template,
         sealers=sealers,
-        sealed_metas=tuple(seal_metadata(metadata, sealer) for sealer in sealers),
+        sealed_metas=tuple(seal_metadata(metadata, sealer, identity) for sealer in sealers),
+    )
+
+
+def _template(
+    source: MemorySource, state: SystemState, settings: WriterSettings, codec: Codec
+) -> DumpHeader:
+    """The header facts every device attempt shares; placement fields are zero here."""
+    return DumpHeader(
+        dump_id=uuid.UUID(bytes=os.urandom(16), version=4).bytes,
+        partition_uuid=bytes(16),
+        block_size=0,
+        page_size=source.page_size,
+        device_blocks=0,
+        header_lba=0,
+        meta_lba=0,
+        meta_size=0,
+        meta_crc=0,
+        codec=int(codec.flag),
+        data_lba=0,
+        data_end_lba=0,
+        max_chunk_blocks=0,
+        pages_planned=runs_page_count(source.data_runs()),
+        max_pfn=source.max_pfn,
+        phys_base=state.phys_base & ((1 << 64) - 1),
+        crash_time=state.crash_time,
+        nr_cpus=state.nr_cpus,
+        crashing_cpu=state.crashing_cpu,
+        dump_level=settings.level,
+        applied_level=(settings.level & LEVEL_ZERO) | settings.type_level,
+        utsname=state.utsname,
     )
 
 
@@ -263,6 +298,7 @@ class _DeviceDump:
         self.settings = plan.settings
         self.priority = plan.priority
         self.dump_id = plan.dump_id
+        self.template = plan.template
         self.flags = flags
         self.page_size = self.source.page_size
         self.pages_total = runs_page_count(self.source.data_runs())
@@ -316,33 +352,21 @@ class _DeviceDump:
         return DumpResult(self.name, final, self.bytes_written, time.monotonic() - self.started)
 
     def _first_header(self, layout: DumpLayout) -> DumpHeader:
-        state, geo = self.state, self.device.geometry
-        return DumpHeader(
-            dump_id=self.dump_id,
+        geo = self.device.geometry
+        return self.template.finished(
             partition_uuid=self.label.uuid.bytes,
             block_size=geo.block_size,
-            page_size=self.page_size,
             device_blocks=geo.block_count,
             header_lba=layout.header_lba,
             meta_lba=layout.meta_lba,
             meta_size=len(self.meta),
             meta_crc=checksum32(self.meta),
-            codec=int(self.codec.flag),
             data_lba=layout.data_lba,
             data_end_lba=layout.data_lba,
             max_chunk_blocks=layout.max_chunk_blocks,
             status=DumpStatus.INCOMPLETE,
             flags=self.flags,
-            pages_planned=self.pages_total,
-            max_pfn=self.source.max_pfn,
-            phys_base=state.phys_base & ((1 << 64) - 1),
-            crash_time=state.crash_time,
             dump_start_time=int(time.time()),
-            nr_cpus=state.nr_cpus,
-            crashing_cpu=state.crashing_cpu,
-            dump_level=self.settings.level,
-            applied_level=(self.settings.level & LEVEL_ZERO) | self.settings.type_level,
-            utsname=state.utsname,
         )
 
     @staticmethod

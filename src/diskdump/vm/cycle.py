@@ -185,7 +185,9 @@ def _first_stage(opts: CycleOptions, capture: Path, vmlinuz: Path, modules_dir: 
     return first
 
 
-def _follow(guest: Guest, result: CycleResult, on_phase: PhaseCallback | None) -> None:
+def _follow(
+    guest: Guest, result: CycleResult, on_phase: PhaseCallback | None, savecore_in_guest: bool
+) -> None:
     position = 0
     mark = time.monotonic()
     for name, pattern, timeout in PHASES:
@@ -193,12 +195,14 @@ def _follow(guest: Guest, result: CycleResult, on_phase: PhaseCallback | None) -
         match = guest.wait_for(pattern, timeout, start=position, fail=fail)
         position = match.end()
         now = time.monotonic()
-        result.phases[name] = now - mark
+        # with savecore in the guest, the last phase is mostly savecore's run
+        label = "savecore" if name == "poweroff" and savecore_in_guest else name
+        result.phases[label] = now - mark
         mark = now
         if name == "capture":
             result.dump_status = int(match.group(1))
         if on_phase is not None:
-            on_phase(name, result.phases[name], match.group(0))
+            on_phase(label, result.phases[label], match.group(0))
     guest.wait_exit(60)
 
 
@@ -240,7 +244,7 @@ def run_cycle(
         reboot=True,
     )
     with Guest(spec, opts.workdir, on_line) as guest:
-        _follow(guest, result, on_phase)
+        _follow(guest, result, on_phase, opts.savecore_in_guest)
     if opts.savecore_in_guest:
         _fetch_guest_savecore(opts, disks[2], result)
     else:

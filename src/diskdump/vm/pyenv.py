@@ -34,6 +34,7 @@ import importlib.metadata
 import importlib.util
 import logging
 import modulefinder
+import py_compile
 import subprocess
 import sys
 import sysconfig
@@ -182,8 +183,6 @@ def python_closure() -> PythonClosure:
 
 
 def _compile(source: Path, *, dfile: str) -> bytes:
-    import py_compile
-
     with tempfile.TemporaryDirectory() as tmp:
         target = Path(tmp) / "out.pyc"
         try:

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import argparse
+from dataclasses import replace
 from typing import Any
 
 from diskdump.cli._render import emit_json, human_size
@@ -23,6 +24,12 @@ and, if at least one device can take it, record the manifest: the SHA-256 of
 every file the writer executes (the diskdump package, the interpreter, the
 codec library, the configuration). `diskdump dump` verifies it before it
 writes anything. Then the capture kernel is loaded (see `diskdump status`).
+
+With --encrypt-to PUBLIC.pem ([dump] encrypt_to) dumps will be encrypted
+to that key: arm checks that it loads (X25519, or RSA of at least 3072
+bits), records it in the manifest with its SHA-256 and the cryptography
+package's files, and `diskdump dump` uses it when its configuration names
+no key. A key that does not load is an error and nothing is armed.
 """
 
 EPILOG = """\
@@ -50,6 +57,11 @@ def register(sub: Any) -> None:
         metavar="F",
         help=f"where to write the manifest (default {DEFAULT_MANIFEST_PATH})",
     )
+    p.add_argument(
+        "--encrypt-to",
+        metavar="PUBLIC.pem",
+        help="encrypt dumps to this X25519 or RSA (>= 3072 bits) public key",
+    )
     p.add_argument("--meminfo", default=MEMINFO_PATH, help=argparse.SUPPRESS)
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=run)
@@ -60,6 +72,8 @@ def run(args: argparse.Namespace) -> int:
     config = load_config(args.config, required=args.config is not None)
     if args.device:
         config = config.with_devices(args.device)
+    if args.encrypt_to:
+        config = replace(config, dump=replace(config.dump, encrypt_to=args.encrypt_to))
     report = arm(config, args.manifest, meminfo_path=args.meminfo)
     if args.json:
         emit_json(_as_dict(report))
@@ -76,6 +90,7 @@ def _as_dict(report: ArmReport) -> dict[str, object]:
         "manifest": report.manifest_path if report.armed else None,
         "files": len(report.manifest.files) if report.manifest is not None else 0,
         "capture_kernel": report.capture,
+        "encrypt_to": report.manifest.encrypt_to if report.manifest is not None else None,
         "devices": [d.to_dict() for d in report.devices],
     }
 
@@ -93,4 +108,6 @@ def _print(report: ArmReport) -> None:
         )
         return
     print(f"armed: manifest of {len(report.manifest.files)} files in {report.manifest_path}")
+    if report.manifest.encrypt_to:
+        print(f"dumps encrypted to: {report.manifest.encrypt_to}")
     print(f"capture kernel: {report.capture}")

@@ -7,13 +7,20 @@ import argparse
 import shutil
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from diskdump.cli._render import human_size
 from diskdump.cli.exitcodes import ExitCode
 from diskdump.errors import VMError
-from diskdump.vm.assets import cache_dir
-from diskdump.vm.cycle import DEFAULT_CRASHKERNEL_MIB, CycleOptions, CycleResult, run_cycle
+
+if TYPE_CHECKING:
+    from diskdump.vm.cycle import CycleResult
+
+# diskdump.vm is imported inside run(): `diskdump dump` in the capture kernel imports
+# every command module, and the QEMU harness has no business in its memory
+
+#: must equal diskdump.vm.cycle.DEFAULT_CRASHKERNEL_MIB (a test checks)
+DEFAULT_CRASHKERNEL_MIB = 192
 
 DESCRIPTION = """\
 The whole crash-dump cycle on a real kernel, narrated: Debian's kernel boots
@@ -41,8 +48,9 @@ _PHASES = {
     "poweroff": "guest powered off",
     "savecore": "diskdump savecore saved the vmcore",
 }
-#: lines of the kernel log shown at the end
-_LOG_TAIL_LINES = 12
+#: lines of the kernel log shown at the end, and how many of them follow the panic line
+_LOG_TAIL_LINES = 14
+_LOG_AFTER_PANIC = 3
 #: the panic sysrq 'c' causes (drivers/tty/sysrq.c)
 PANIC_TEXT = "sysrq triggered crash"
 
@@ -88,6 +96,9 @@ def _phase(name: str, seconds: float, detail: str) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Run the cycle with a narrative; 0 only after a real capture was saved."""
+    from diskdump.vm.assets import cache_dir
+    from diskdump.vm.cycle import CycleOptions, run_cycle
+
     workdir = Path(args.workdir) if args.workdir else cache_dir() / "demo"
     if workdir.exists():
         shutil.rmtree(workdir)
@@ -120,12 +131,15 @@ def _finish(result: CycleResult) -> int:
     sys.stdout.flush()
     cli_main(["info", str(result.vmcore)])
     log = (result.savecore_dir / "dmesg.txt").read_text(errors="replace").splitlines()
-    _say(f"\nkernel log, last {_LOG_TAIL_LINES} lines:")
-    for line in log[-_LOG_TAIL_LINES:]:
-        _say(f"  {line}")
-    panic = [line for line in log if PANIC_TEXT in line and "Kernel panic" in line]
-    if not panic:
+    panics = [i for i, line in enumerate(log) if PANIC_TEXT in line and "Kernel panic" in line]
+    if not panics:
         raise VMError("the saved kernel log has no panic line", path=str(result.vmcore))
-    _say(f"\npanic: {panic[-1].split('] ', 1)[-1]}")
+    # the tail that matters: the last lines before the panic, the panic, where it happened
+    end = panics[-1] + 1 + _LOG_AFTER_PANIC
+    shown = log[max(0, end - _LOG_TAIL_LINES) : end]
+    _say(f"\nkernel log (dmesg.txt), lines {end - len(shown) + 1}-{end} of {len(log)}:")
+    for line in shown:
+        _say(f"  {line}")
+    _say(f"\npanic: {log[panics[-1]].split('] ', 1)[-1]}")
     _say(f"vmcore: {result.vmcore}")
     return ExitCode.OK

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
 from typing import Any
 
 from diskdump.cli._render import emit_json, human_size
@@ -182,7 +183,7 @@ def _dump_facts(image: DumpImage) -> dict[str, object]:
         "machine": uts.machine or "unknown",
         "nodename": uts.nodename or "unknown",
         "panic": image.metadata.panic_string.strip() or "none recorded",
-        "crash time": head.crash_time,
+        "crash time": _utc(head.crash_time) if head.crash_time else "unknown",
         "cpus": head.nr_cpus,
         "crashing cpu": head.crashing_cpu,
         "pages held": image.pages_held,
@@ -194,3 +195,7 @@ def _dump_facts(image: DumpImage) -> dict[str, object]:
         facts["key id"] = envelope.key_id.hex()
         facts["sealed"] = "pages, kernel log, registers (notes), VMCOREINFO"
     return facts
+
+
+def _utc(seconds: int) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(seconds))

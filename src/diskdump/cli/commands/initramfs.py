@@ -10,7 +10,11 @@ from typing import Any
 
 from diskdump.cli._render import emit_json, human_size
 from diskdump.cli.exitcodes import ExitCode
-from diskdump.vm.capture import CAPTURE_MODULES, CaptureOptions, build_capture_initramfs
+
+# diskdump.vm is imported inside run(), so that `diskdump dump` does not load the builder
+
+#: storage modules loaded by default (diskdump.vm.capture.CAPTURE_MODULES; a test checks)
+CAPTURE_MODULES = ("virtio_pci", "virtio_blk")
 
 DESCRIPTION = """\
 Build the capture initramfs: static busybox, kexec and its libraries, Debian's
@@ -64,6 +68,8 @@ def register(sub: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Build the image and report its size."""
+    from diskdump.vm.capture import CaptureOptions, build_capture_initramfs
+
     modules_dir = Path(args.modules_dir or f"/lib/modules/{os.uname().release}")
     options = CaptureOptions(
         modules_dir=modules_dir if modules_dir.is_dir() else None,

@@ -12,7 +12,9 @@ from diskdump.config import load_config
 from diskdump.errors import DiskdumpError
 from diskdump.panic.arm import KEXEC_CRASH_LOADED, MEMINFO_PATH, readiness
 from diskdump.panic.manifest import DEFAULT_MANIFEST_PATH
-from diskdump.vm.sysrq import SYSRQ_TRIGGER, trigger_crash
+
+#: the kernel's sysrq trigger (diskdump.vm.sysrq.SYSRQ_TRIGGER; imported lazily)
+SYSRQ_TRIGGER = "/proc/sysrq-trigger"
 
 DESCRIPTION = """\
 Crash this machine NOW, like `kdumpctl test`: after checking what `diskdump
@@ -44,6 +46,8 @@ def register(sub: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Check readiness, then panic the kernel (returns only when it did not panic)."""
+    from diskdump.vm.sysrq import trigger_crash
+
     config = load_config(args.config, required=args.config is not None)
     if args.device:
         config = config.with_devices(args.device)
