@@ -35,7 +35,7 @@ def _seconds(config: pytest.Config) -> float:
     return float(value) if value is not None else DEFAULT_SECONDS
 
 
-def _start(name: str, workdir: Path, seconds: float) -> subprocess.Popen[str]:
+def _start(name: str, workdir: Path, seconds: float) -> subprocess.Popen[bytes]:
     corpus = workdir / name / "corpus"
     corpus.mkdir(parents=True)
     for i, seed in enumerate(SEEDS[name]()):
@@ -54,14 +54,16 @@ def _start(name: str, workdir: Path, seconds: float) -> subprocess.Popen[str]:
         f"-artifact_prefix={workdir / name}/",
         str(corpus),
     ]
-    return subprocess.Popen(
-        args,
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
-    )
+    # Output goes to a file, never a pipe: a pipe nobody drains while the other target
+    # runs fills up and stalls the fuzzer (libFuzzer then reports a bogus timeout).
+    with (workdir / name / "log").open("wb") as log:
+        return subprocess.Popen(
+            args,
+            cwd=ROOT,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, "PYTHONPATH": str(ROOT)},
+        )
 
 
 def test_fuzz_all_targets(tmp_path: Path, pytestconfig: pytest.Config) -> None:
@@ -74,7 +76,8 @@ def test_fuzz_all_targets(tmp_path: Path, pytestconfig: pytest.Config) -> None:
     for pair in (names[i : i + 2] for i in range(0, len(names), 2)):
         procs = {name: _start(name, tmp_path, seconds) for name in pair}
         for name, proc in procs.items():
-            out, _ = proc.communicate(timeout=seconds * 3 + 120)
+            proc.wait(timeout=seconds * 3 + 120)
+            out = (tmp_path / name / "log").read_text(errors="replace")
             match = STATS.search(out)
             results[name] = {
                 "executions": int(match.group(1)) if match else 0,
@@ -82,7 +85,7 @@ def test_fuzz_all_targets(tmp_path: Path, pytestconfig: pytest.Config) -> None:
                 "exit": proc.returncode,
             }
             if proc.returncode != 0:
-                found = sorted(p.name for p in (tmp_path / name).glob("*-*"))
+                found = sorted(p.name for p in (tmp_path / name).glob("*-*") if p.is_file())
                 failures.append(f"{name}: exit {proc.returncode}, artefacts {found}\n{out[-3000:]}")
     report = ROOT / "artefacts" / "fuzz.json"
     report.parent.mkdir(exist_ok=True)
