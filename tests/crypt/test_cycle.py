@@ -97,7 +97,15 @@ def test_saved_encrypted_then_decrypted_with_either_key(
     assert main(["info", "--json", str(saved / "vmcore.encrypted")]) == 0
     facts = json.loads(capsys.readouterr().out)
     assert facts["encrypted"] is True and facts["release"] == "6.1.0-13-amd64"
-    assert facts["key id"] == info["encryption"]["key_id"]
+    assert facts["key_id"] == info["encryption"]["key_id"]
+    assert facts["panic"].startswith("Kernel panic - not syncing")
+    assert main(["info", str(saved / "vmcore.encrypted")]) == 0
+    text = capsys.readouterr().out
+    assert (
+        "key id:       " + facts["key_id"] in text and "crash time:   2025-11-24T16:00:00Z" in text
+    )
+    assert main(["info", "--dmesg", str(saved / "vmcore.encrypted")]) == 1
+    assert "error: the kernel log of this dump is encrypted" in capsys.readouterr().err
 
     out = tmp_path / "vmcore"
     sealed_path = str(saved / "vmcore.encrypted")
@@ -115,9 +123,12 @@ def test_saved_encrypted_then_decrypted_with_either_key(
     with opened_vmcore(out) as core:
         assert format_dmesg(read_kernel_log(core)) == kernel().expected_dmesg
     elf = tmp_path / "vmcore.elf"
-    assert main(["decrypt", "--quiet", "--key", str(keys.private_pem), "--format", "elf",
+    capsys.readouterr()
+    assert main(["decrypt", "--json", "--key", str(keys.private_pem), "--format", "elf",
                  str(saved / "vmcore.encrypted"), str(elf)]) == 0  # fmt: skip
-    assert _compare(vmcore, elf) > 10_000
+    report = json.loads(capsys.readouterr().out)
+    assert report["format"] == "elf" and report["size"] == elf.stat().st_size
+    assert _compare(vmcore, elf) == report["pages"] > 10_000
 
 
 def test_savecore_decrypt_with_writes_a_normal_vmcore(

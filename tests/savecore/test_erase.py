@@ -5,6 +5,7 @@ and the real readers still open the file."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 from pathlib import Path
 
@@ -91,3 +92,29 @@ def test_unknown_symbol_is_a_clear_error(
     with pytest.raises(ConfigError, match=r"erase symbol no_such_symbol not found"):
         convert(elf, tmp_path / "out", erase=EraseOptions(("no_such_symbol",), system_map=smap))
     assert not (tmp_path / "out").exists()
+
+
+def test_savecore_erases_and_records_it(
+    kernel: tuple[SyntheticKernel, Path, Path, int], tmp_path: Path
+) -> None:
+    """dump -> savecore --erase: the saved vmcore has the filler, info.json and info.txt say so."""
+    _, elf, smap, paddr = kernel
+    img = tmp_path / "dump.img"
+    with img.open("wb") as f:
+        os.posix_fallocate(f.fileno(), 0, 96 << 20)
+    assert main(["format", "--force", "--quiet", str(img)]) == 0
+    assert main(["dump", "--unarmed", "--quiet", "--device", str(img), "--source", str(elf)]) == 0
+    crash = tmp_path / "crash"
+    crash.mkdir(mode=0o700)
+    args = ["savecore", "--quiet", "--device", str(img), "--dir", str(crash)]
+    assert main([*args, "--erase", "secret_key", "--system-map", str(smap)]) == 0
+    (saved,) = [
+        p for p in crash.iterdir() if p.is_dir() and not p.is_symlink() and p.name[0] != "."
+    ]
+    info = json.loads((saved / "info.json").read_text())
+    assert info["erased"] == [f"erase secret_key size {ERASE_SIZE}"]
+    assert "erased:         erase secret_key" in (saved / "info.txt").read_text()
+    with KdumpFile.open(saved / "vmcore") as kfile:
+        page = kfile.read_pages(paddr // 4096, 1)
+    at = paddr % 4096
+    assert page[at : at + ERASE_SIZE] == bytes([ERASE_FILLER]) * ERASE_SIZE

@@ -34,9 +34,11 @@ zero-page scan its second read of every page.
 from __future__ import annotations
 
 import logging
+from array import array
 from bisect import bisect_right
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
+from typing import overload
 
 from diskdump._binary import align_down, align_up
 from diskdump.errors import DiskdumpError, ExcludedPageError
@@ -69,6 +71,7 @@ from diskdump.formats.vmcoreinfo import VmcoreInfo
 __all__ = [
     "BLOCK_PAGES",
     "FilteredSource",
+    "PackedRuns",
     "TypeExclusions",
     "filter_source",
     "find_type_exclusions",
@@ -91,6 +94,82 @@ Classifier = Callable[[Rules, int, bytes, int], BlockResult]
 Progress = Callable[[int, int], None]
 
 
+class PackedRuns(Sequence[PfnRun]):
+    """Ascending, non-overlapping pfn runs held in two arrays: 16 bytes a run.
+
+    A list of :class:`PfnRun` costs about 94 bytes a run (object, two ints, the
+    list slot). Filtering the 8 GiB bench image at -d 31 gives 334,588 excluded
+    runs and as many kept ones: 63 MiB as lists, 10 MiB packed. Runs are
+    appended in ascending order and merged with the previous one when they
+    touch; items are :class:`PfnRun` objects made on access.
+    """
+
+    __slots__ = ("_ends", "_starts")
+
+    def __init__(self, runs: Iterable[PfnRun] = ()) -> None:
+        self._starts = array("Q")
+        self._ends = array("Q")
+        for run in runs:
+            self.add(run.start_pfn, run.end_pfn)
+
+    def add(self, start_pfn: int, end_pfn: int) -> None:
+        """Append ``[start_pfn, end_pfn)``; it must not start before the last run's end.
+
+        :raises ValueError: the run is out of order
+        """
+        if end_pfn <= start_pfn:
+            return
+        if self._ends and start_pfn <= self._ends[-1]:
+            if start_pfn < self._ends[-1]:
+                raise ValueError(f"pfn run {start_pfn:#x} added out of order")
+            self._ends[-1] = max(self._ends[-1], end_pfn)
+            return
+        self._starts.append(start_pfn)
+        self._ends.append(end_pfn)
+
+    @property
+    def starts(self) -> Sequence[int]:
+        """The runs' start pfns (for bisect)."""
+        return self._starts
+
+    def __len__(self) -> int:
+        return len(self._starts)
+
+    @overload
+    def __getitem__(self, index: int) -> PfnRun: ...
+    @overload
+    def __getitem__(self, index: slice) -> Sequence[PfnRun]: ...
+    def __getitem__(self, index: int | slice) -> PfnRun | Sequence[PfnRun]:
+        if isinstance(index, slice):
+            return [
+                PfnRun(s, e) for s, e in zip(self._starts[index], self._ends[index], strict=True)
+            ]
+        return PfnRun(self._starts[index], self._ends[index])
+
+    def __iter__(self) -> Iterator[PfnRun]:
+        for start, end in zip(self._starts, self._ends, strict=True):
+            yield PfnRun(start, end)
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, PackedRuns):
+            return self._starts == other._starts and self._ends == other._ends
+        if isinstance(other, Sequence):
+            return len(self) == len(other) and all(a == b for a, b in zip(self, other, strict=True))
+        return NotImplemented
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return f"PackedRuns({len(self)} runs)"
+
+
+def _packed(runs: Iterable[PfnRun]) -> PackedRuns:
+    """``runs`` packed; sorted and merged first when they are not ascending."""
+    collector = _RunCollector()
+    collector.extend(runs)
+    return collector.runs()
+
+
 @dataclass(slots=True)
 class TypeExclusions:
     """What the struct-page walk excluded.
@@ -101,7 +180,7 @@ class TypeExclusions:
     :ivar unreadable_pages: RAM pages whose struct page could not be read (kept)
     """
 
-    runs: list[PfnRun] = field(default_factory=list)
+    runs: Sequence[PfnRun] = field(default_factory=PackedRuns)
     counts: dict[PageClass, int] = field(default_factory=dict)
     classified_pages: int = 0
     unreadable_pages: int = 0
@@ -109,7 +188,10 @@ class TypeExclusions:
 
 def subtract_runs(runs: Sequence[PfnRun], holes: Sequence[PfnRun]) -> list[PfnRun]:
     """``runs`` minus ``holes``; both ascending and non-overlapping."""
-    out: list[PfnRun] = []
+    return list(_iter_subtract(runs, holes))
+
+
+def _iter_subtract(runs: Iterable[PfnRun], holes: Sequence[PfnRun]) -> Iterator[PfnRun]:
     j = 0
     for run in runs:
         start = run.start_pfn
@@ -117,29 +199,32 @@ def subtract_runs(runs: Sequence[PfnRun], holes: Sequence[PfnRun]) -> list[PfnRu
             j += 1
         k = j
         while k < len(holes) and holes[k].start_pfn < run.end_pfn:
-            if holes[k].start_pfn > start:
-                out.append(PfnRun(start, holes[k].start_pfn))
-            start = max(start, holes[k].end_pfn)
+            hole = holes[k]
+            if hole.start_pfn > start:
+                yield PfnRun(start, hole.start_pfn)
+            start = max(start, hole.end_pfn)
             k += 1
         if start < run.end_pfn:
-            out.append(PfnRun(start, run.end_pfn))
-    return out
+            yield PfnRun(start, run.end_pfn)
 
 
 def intersect_runs(a: Sequence[PfnRun], b: Sequence[PfnRun]) -> list[PfnRun]:
     """Pfns in both ``a`` and ``b`` (each ascending and non-overlapping)."""
-    out: list[PfnRun] = []
+    return list(_iter_intersect(a, b))
+
+
+def _iter_intersect(a: Sequence[PfnRun], b: Sequence[PfnRun]) -> Iterator[PfnRun]:
     i = j = 0
     while i < len(a) and j < len(b):
-        start = max(a[i].start_pfn, b[j].start_pfn)
-        end = min(a[i].end_pfn, b[j].end_pfn)
+        run_a, run_b = a[i], b[j]
+        start = max(run_a.start_pfn, run_b.start_pfn)
+        end = min(run_a.end_pfn, run_b.end_pfn)
         if start < end:
-            out.append(PfnRun(start, end))
-        if a[i].end_pfn <= b[j].end_pfn:
+            yield PfnRun(start, end)
+        if run_a.end_pfn <= run_b.end_pfn:
             i += 1
         else:
             j += 1
-    return out
 
 
 def pick_classifier(use_numpy: bool | None) -> Classifier:
@@ -196,7 +281,7 @@ def find_type_exclusions(
         size = rules.layout.struct_size
         unused = _unused_vmemmap(kmem, mem_maps, out.runs, source.page_size, size)
         out.counts[PageClass.UNUSED_VMEMMAP] = runs_page_count(unused)
-        out.runs = merge_runs([*out.runs, *unused])
+        out.runs = PackedRuns(merge_runs([*out.runs, *unused]))
     return out
 
 
@@ -210,7 +295,7 @@ def _walk(
 ) -> TypeExclusions:
     """Classify the struct pages of every RAM pfn, block by block, in pfn order."""
     out = TypeExclusions()
-    found: list[PfnRun] = []
+    found = _RunCollector()
     total = runs_page_count(ram)
     skip_until = 0
     size = rules.layout.struct_size
@@ -230,8 +315,28 @@ def _walk(
             out.classified_pages += count
             if progress is not None:
                 progress(out.classified_pages + out.unreadable_pages, total)
-    out.runs = intersect_runs(merge_runs(found), ram)
+    out.runs = PackedRuns(_iter_intersect(found.runs(), ram))
     return out
+
+
+class _RunCollector:
+    """Runs arriving in (mostly) ascending order, packed as they come."""
+
+    def __init__(self) -> None:
+        self.packed = PackedRuns()
+        self.unordered: list[PfnRun] = []  # runs that came out of order (none in pfn walks)
+
+    def extend(self, runs: Iterable[PfnRun]) -> None:
+        for run in runs:
+            try:
+                self.packed.add(run.start_pfn, run.end_pfn)
+            except ValueError:
+                self.unordered.append(run)
+
+    def runs(self) -> PackedRuns:
+        if not self.unordered:
+            return self.packed
+        return PackedRuns(merge_runs([*self.packed, *self.unordered]))
 
 
 def _unused_vmemmap(
@@ -301,8 +406,7 @@ class FilteredSource:
         self.level = level
         self.types = types
         self._zero_numpy = zero_scan_numpy
-        self._data: list[PfnRun] | None = None
-        self._starts: list[int] = []
+        self._data: PackedRuns | None = None
         self.zero_pages = 0
 
     @property
@@ -332,13 +436,12 @@ class FilteredSource:
     def data_runs(self) -> Sequence[PfnRun]:
         """Pfns the level keeps (the first call scans for zero pages when bit 1 is set)."""
         if self._data is None:
-            data = subtract_runs(list(self.source.data_runs()), self.types.runs)
+            data = _packed(_iter_subtract(self.source.data_runs(), self.types.runs))
             if self.level & DumpLevel.ZERO:
                 zero = self._find_zero_pages(data)
                 self.zero_pages = runs_page_count(zero)
-                data = subtract_runs(data, zero)
+                data = PackedRuns(_iter_subtract(data, zero))
             self._data = data
-            self._starts = [run.start_pfn for run in data]
         return self._data
 
     def read_pages(self, pfn: int, count: int) -> bytes:
@@ -347,7 +450,8 @@ class FilteredSource:
         :raises ExcludedPageError: a page in the range is excluded
         """
         runs = self.data_runs()
-        i = bisect_right(self._starts, pfn) - 1
+        assert self._data is not None
+        i = bisect_right(self._data.starts, pfn) - 1
         if i < 0 or pfn + count > runs[i].end_pfn or count < 0:
             raise ExcludedPageError(
                 f"pages excluded by dump level {self.level}",
@@ -357,17 +461,13 @@ class FilteredSource:
             )
         return self.source.read_pages(pfn, count)
 
-    def _find_zero_pages(self, data: Sequence[PfnRun]) -> list[PfnRun]:
+    def _find_zero_pages(self, data: Sequence[PfnRun]) -> PackedRuns:
         is_zero = zero_detector(self.page_size, self._zero_numpy)
-        zero: list[PfnRun] = []
+        zero = PackedRuns()
         for pfn, count in iter_run_pfns(data, ZERO_SCAN_PAGES):
             buf = self.source.read_pages(pfn, count)
             for index in is_zero(buf, count):
-                page = pfn + index
-                if zero and zero[-1].end_pfn == page:
-                    zero[-1] = PfnRun(zero[-1].start_pfn, page + 1)
-                else:
-                    zero.append(PfnRun(page, page + 1))
+                zero.add(pfn + index, pfn + index + 1)
         return zero
 
 

@@ -173,8 +173,8 @@ def write_kdump(
     check_dump_level(level)
     codec = compress if isinstance(compress, Codec) else get_codec(compress)
     codec.check_available()
-    ram = merge_runs(source.ram_runs())
-    data = merge_runs(source.data_runs())
+    ram = _ascending(source.ram_runs())
+    data = _ascending(source.data_runs())
     notes = bytes(source.notes)
     facts = _NoteFacts.from_notes(notes)
     layout = _plan(source.page_size, source.max_pfn, len(notes), runs_page_count(data))
@@ -208,14 +208,43 @@ def _plan(page_size: int, max_mapnr: int, notes_size: int, pages: int) -> _Layou
     return _Layout(page_size, max_mapnr, sub_hdr_size, 2 * half_blocks, pages)
 
 
+def _ascending(runs: Sequence[PfnRun]) -> Sequence[PfnRun]:
+    """``runs`` as they are when ascending and non-overlapping (the protocol's promise), else
+    merged: a filtered source's runs are not copied into a second list of PfnRun objects."""
+    last_end = -1
+    for run in runs:
+        if run.start_pfn < last_end:
+            return merge_runs(runs)
+        last_end = run.end_pfn
+    return runs
+
+
 def _write_bitmaps(fd: int, layout: _Layout, ram: Sequence[PfnRun], data: Sequence[PfnRun]) -> None:
-    for start in range(0, layout.max_mapnr, WINDOW_PFNS):
-        end = min(start + WINDOW_PFNS, layout.max_mapnr)
-        byte = start // BITS_PER_BYTE
-        for runs, offset in ((ram, layout.bitmap1_offset), (data, layout.bitmap2_offset)):
-            chunk = runs_to_bitmap(runs, start, end)
+    for runs, offset in ((ram, layout.bitmap1_offset), (data, layout.bitmap2_offset)):
+        for start, window in _iter_windows(runs, layout.max_mapnr):
+            chunk = runs_to_bitmap(window, start, min(start + WINDOW_PFNS, layout.max_mapnr))
             if chunk.count(0) != len(chunk):  # all-zero windows stay holes of the file
-                os.pwrite(fd, chunk, offset + byte)
+                os.pwrite(fd, chunk, offset + start // BITS_PER_BYTE)
+
+
+def _iter_windows(runs: Sequence[PfnRun], max_pfn: int) -> Iterator[tuple[int, list[PfnRun]]]:
+    """(window start pfn, the runs overlapping it) for each window holding any run.
+
+    One pass over ``runs``: passing every run to every window made the bitmaps cost
+    windows x runs (1024 x 334,588 for a fragmented 1 TiB machine).
+    """
+    i = 0
+    for start in range(0, max_pfn, WINDOW_PFNS):
+        end = start + WINDOW_PFNS
+        while i < len(runs) and runs[i].end_pfn <= start:
+            i += 1
+        window: list[PfnRun] = []
+        j = i
+        while j < len(runs) and runs[j].start_pfn < end:
+            window.append(runs[j])
+            j += 1
+        if window:
+            yield start, window
 
 
 class _PageWriter:

@@ -40,11 +40,10 @@ import signal
 import socket
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from enum import Enum
 from typing import Any, BinaryIO
 
-from diskdump import __version__
 from diskdump.config import DeviceSpec, SavecoreOptions
 from diskdump.devices import open_device
 from diskdump.devices.base import BlockIO, DumpDevice
@@ -55,14 +54,15 @@ from diskdump.formats.dumpfile import write_dump_file
 from diskdump.formats.dumpheader import DumpFlag
 from diskdump.formats.dumpimage import DumpImage, open_dump
 from diskdump.formats.encrypted import read_private_key
+from diskdump.formats.erase import erase_source, eraseinfo_text
 from diskdump.formats.kdump_write import DUMP_LEVEL_ZERO, write_kdump
-from diskdump.formats.memsource import merge_runs, runs_page_count
+from diskdump.formats.memsource import MemorySource, merge_runs, runs_page_count
 from diskdump.formats.partition import BlockExtent, PartitionLabel
 from diskdump.formats.printk import PrintkRecord, format_dmesg
 from diskdump.formats.summary import read_kernel_log, summarize
 from diskdump.partition.label import read_label
 from diskdump.partition.ops import reinit_blocks
-from diskdump.savecore.convert import convert, source_utsname
+from diskdump.savecore.convert import EraseOptions, convert, source_utsname
 from diskdump.savecore.encrypted import (
     ENCRYPTED_FORMAT,
     ENCRYPTED_NAME,
@@ -71,10 +71,10 @@ from diskdump.savecore.encrypted import (
     encryption_info,
     verify_unread_chunks,
 )
+from diskdump.savecore.info import VMCORE_NAME, build_info, render_info_text
 from diskdump.savecore.scan import FoundDump, scan_device
 from diskdump.savecore.store import (
     INFO_JSON,
-    TOOL_NAME,
     CrashDirectory,
     PartialSave,
     StorePolicy,
@@ -118,8 +118,6 @@ STEPS = (
 )
 #: output formats of the vmcore
 FORMATS = ("kdump", "elf")
-#: utsname fields, in struct new_utsname order
-_UTS_KEYS = ("sysname", "nodename", "release", "version", "machine", "domainname")
 #: characters kept from the crashed kernel's nodename in a directory name
 _UNSAFE_NAME = re.compile(r"[^A-Za-z0-9_.-]")
 #: longest host part of a save's directory name
@@ -136,7 +134,6 @@ _ELF_LEVEL = 0
 #: container name the summary reports for a dump read from a partition
 _CONTAINER_FORMAT = "diskdump-partition"
 #: names of the files of a save
-VMCORE_NAME = "vmcore"
 DMESG_NAME = "dmesg.txt"
 INFO_TXT = "info.txt"
 
@@ -172,6 +169,7 @@ class SaveOptions:
     :param max_dumps: saves kept (0 = all)
     :param hostname: host part of the directory name; default: the crashed kernel's nodename
     :param decrypt_with: private key (PEM) that opens encrypted dumps; "" keeps them encrypted
+    :param erase: kernel symbols overwritten with the erase filler in the vmcore (``[erase]``)
     """
 
     dir: str = "/var/crash"
@@ -182,6 +180,7 @@ class SaveOptions:
     max_dumps: int = _DEFAULTS.max_dumps
     hostname: str = ""
     decrypt_with: str = ""
+    erase: EraseOptions = field(default_factory=EraseOptions)
 
     def validate(self) -> None:
         """Raise for a bad option, before any I/O.
@@ -463,12 +462,13 @@ def _write_files(
     with part.create(VMCORE_NAME) as out:
         if image.encrypted:
             verify_unread_chunks(image)  # the chunks no page read authenticates
-        _write_vmcore(image, out, options, part.guard_progress(progress))
+        erased = _write_vmcore(image, out, options, part.guard_progress(progress))
         vmcore_size = os.fstat(out.fileno()).st_size
     _step("vmcore-written")
     dmesg, records, dmesg_problem = _dmesg(image)
     problems += [dmesg_problem] if dmesg_problem else []
     info = build_info(found, image, options, problems, extents, vmcore_size)
+    info["erased"] = list(erased)
     if image.encrypted:
         info["encryption"] = encryption_info(image, decrypted=True)
     info["summary"] = summarize(image, container=_container(image), records=records).to_dict()
@@ -543,127 +543,47 @@ def _estimate_size(image: DumpImage, fmt: str) -> int:
     return stored + bitmaps + pages * _KDUMP_DESC_SIZE + overhead
 
 
-def build_info(
-    found: FoundDump,
-    image: DumpImage,
-    options: SaveOptions,
-    problems: Sequence[str],
-    extents: Sequence[BlockExtent],
-    vmcore_size: int,
-) -> dict[str, Any]:
-    """The content of info.json (info.txt renders the same mapping).
-
-    ``dump_id`` makes reruns idempotent; ``device_extents`` are the blocks
-    re-initialised after the save (also by a rerun after a kill).
-    """
-    head = image.header
-    uts = head.utsname
-    incomplete = image.incomplete or not found.complete
-    return {
-        "tool": TOOL_NAME,
-        "tool_version": __version__,
-        "dump_id": found.dump_id,
-        "status": "INCOMPLETE" if incomplete else "COMPLETE",
-        "incomplete": incomplete,
-        "missing": list(problems),
-        "saved_at": _iso(time.time()),
-        "crash_time": _iso(head.crash_time) if head.crash_time else None,
-        "dump_start_time": _iso(head.dump_start_time) if head.dump_start_time else None,
-        "dump_end_time": _iso(head.dump_end_time) if head.dump_end_time else None,
-        "panic_string": image.metadata.panic_string,
-        "utsname": {name: getattr(uts, name) for name in _UTS_KEYS},
-        "nr_cpus": head.nr_cpus,
-        "crashing_cpu": head.crashing_cpu,
-        "page_size": head.page_size,
-        "max_pfn": head.max_pfn,
-        "phys_base": hex(head.phys_base),
-        "dump_level": head.dump_level,
-        "applied_level": head.applied_level,
-        "flags": [f.name for f in DumpFlag if f and f in head.flags and f.name],
-        "pages_planned": head.pages_planned,
-        "pages_written": head.pages_written,
-        "pages_held": image.pages_held,
-        "source": image.metadata.source,
-        "device": found.device,
-        "partition_uuid": str(found.label.uuid),
-        "device_extents": [[e.start_lba, e.block_count] for e in extents],
-        "vmcore": {
-            "file": VMCORE_NAME,
-            "format": options.format,
-            "compress": options.compress if options.format == "kdump" else "none",
-            "size": vmcore_size,
-        },
-    }
-
-
-def render_info_text(info: Mapping[str, Any]) -> str:
-    """info.txt: the same facts as info.json, one ``key: value`` per line."""
-    uts = info["utsname"]
-    vmcore = info["vmcore"]
-    lines = [
-        f"dump status:    {info['status']}",
-        f"dump id:        {info['dump_id']}",
-        f"host:           {uts['nodename']}",
-        f"kernel:         {uts['sysname']} {uts['release']} {uts['version']} {uts['machine']}",
-        f"panic:          {info['panic_string'].strip() or '(unknown)'}",
-        f"crash time:     {info['crash_time'] or '(unknown)'}",
-        f"saved at:       {info['saved_at']}",
-        f"cpus:           {info['nr_cpus']} (crashing cpu {info['crashing_cpu']})",
-        f"pages:          {info['pages_held']} held, {info['pages_planned']} planned, "
-        f"page size {info['page_size']}, max pfn {info['max_pfn']:#x}",
-        f"dump level:     {info['dump_level']} requested, {info['applied_level']} applied",
-        f"flags:          {', '.join(info['flags']) or '-'}",
-        f"device:         {info['device']} (partition {info['partition_uuid']})",
-        f"vmcore:         {vmcore['file']} ({vmcore['format']}, {vmcore['compress']}, "
-        f"{vmcore['size']} bytes)",
-        f"saved by:       diskdump {info['tool_version']}",
-    ]
-    summary = info.get("summary") or {}
-    if summary:
-        lines += [
-            f"panic line:     {summary.get('panic') or '(none in the kernel log)'}",
-            f"crashing cpu:   {summary.get('crashing_cpu')} rip {summary.get('rip')} "
-            f"rsp {summary.get('rsp')}",
-        ]
-    crypt = info.get("encryption")
-    if crypt:
-        state = "decrypted with the private key" if crypt["saved_decrypted"] else "kept encrypted"
-        lines.append(f"encryption:     {crypt['cipher']}, key {crypt['key_id']} "
-                     f"({crypt['key_wrap']}), {state}")  # fmt: skip
-        if crypt.get("note"):
-            lines.append(f"                {crypt['note']}")
-    if info["missing"]:
-        lines.append("missing or odd:")
-        lines.extend(f"  - {text}" for text in info["missing"])
-    if summary.get("warnings"):
-        lines.append("summary warnings:")
-        lines.extend(f"  - {text}" for text in summary["warnings"])
-    return "\n".join(lines) + "\n"
-
-
-def _iso(seconds: float) -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(seconds))
-
-
 def _open(spec: DeviceSpec, *, writable: bool) -> DumpDevice:
     return open_device(spec.path, spec.driver, writable=writable, **dict(spec.options))
 
 
 def _write_vmcore(
     image: DumpImage, out: BinaryIO, options: SaveOptions, progress: ProgressCallback
-) -> None:
+) -> tuple[str, ...]:
     """Write the vmcore in the chosen format (holes stay holes: never zero-filled).
 
     Every page the dump holds is in the vmcore and reads back: kdump stores
     the zero pages once (the shared zero page of dump level 1); ELF, which has
     no such sharing, writes them out (level 0), so that no reader meets a hole
-    where the dump knows the contents.
+    where the dump knows the contents. Erase rules overwrite their symbols.
+
+    :return: one ``erase <symbol> size <n>`` line per erased symbol
     """
     if options.format == "elf":
-        convert(image, out, format="elf", level=_ELF_LEVEL, progress=progress)
-        return
-    write_kdump(image, out, compress=options.compress, level=DUMP_LEVEL_ZERO,
-                utsname=source_utsname(image), progress=progress)  # fmt: skip
+        result = convert(
+            image, out, format="elf", level=_ELF_LEVEL, progress=progress, erase=options.erase
+        )
+        return result.erased
+    source: MemorySource = image
+    erase_info = None
+    if options.erase.rules:
+        source = erase_source(
+            image,
+            options.erase.rules,
+            system_map=options.erase.system_map,
+            vmlinux=options.erase.vmlinux,
+        )
+        erase_info = eraseinfo_text(source.ranges).encode()
+    write_kdump(
+        source,
+        out,
+        compress=options.compress,
+        level=DUMP_LEVEL_ZERO,
+        utsname=source_utsname(image),
+        progress=progress,
+        erase_info=erase_info,
+    )
+    return tuple(erase_info.decode().splitlines()) if erase_info else ()
 
 
 def _container(image: DumpImage) -> ContainerInfo:

@@ -11,6 +11,7 @@ tree. Debian packages are fetched with ``apt-get download`` and unpacked with
         kernels/<release>/         dpkg -x of linux-image-<release>
             boot/vmlinuz-<release>
             lib/modules/<release>/
+        kernels/<release>-dbg/vmlinux-<release>   the debug vmlinux only (for crash)
         busybox/bin/busybox        dpkg -x of busybox-static
         vmcores/                   QMP dumps, keyed by kernel release (vmcores.py)
 
@@ -39,6 +40,7 @@ __all__ = [
     "cache_dir",
     "cache_lock",
     "fetch_busybox",
+    "fetch_debug_vmlinux",
     "fetch_kernel",
     "kernel_package",
 ]
@@ -152,19 +154,11 @@ def kernel_package(series: str) -> str:
 
 def _unpack(package: str, dest: Path) -> None:
     """apt-get download ``package`` and dpkg -x it into ``dest`` (atomically)."""
-    debs = cache_dir() / "debs"
-    debs.mkdir(exist_ok=True)
-    deb_list = sorted(debs.glob(f"{package}_*.deb"))
-    if not deb_list:
-        log.info("downloading %s", package)
-        _run(["apt-get", "download", package], cwd=debs, timeout=_DOWNLOAD_TIMEOUT)
-        deb_list = sorted(debs.glob(f"{package}_*.deb"))
-    if not deb_list:
-        raise VMError("apt-get download left no package file", path=str(debs), found=package)
+    deb = _download(package)
     tmp = Path(tempfile.mkdtemp(prefix=".unpack-", dir=dest.parent))
     try:
-        _run(["dpkg-deb", "-x", str(deb_list[-1]), str(tmp)], timeout=600)
-        (tmp / _COMPLETE).write_text(deb_list[-1].name + "\n")
+        _run(["dpkg-deb", "-x", str(deb), str(tmp)], timeout=600)
+        (tmp / _COMPLETE).write_text(deb.name + "\n")
         if dest.exists():
             shutil.rmtree(dest)
         tmp.rename(dest)
@@ -206,3 +200,63 @@ def fetch_busybox() -> Path:
     if not binary.is_file():
         raise VMError("busybox-static holds no /bin/busybox", path=str(binary))
     return binary
+
+
+def _download(package: str) -> Path:
+    debs = cache_dir() / "debs"
+    debs.mkdir(exist_ok=True)
+    found = sorted(debs.glob(f"{package}_*.deb"))
+    if not found:
+        log.info("downloading %s", package)
+        _run(["apt-get", "download", package], cwd=debs, timeout=_DOWNLOAD_TIMEOUT)
+        found = sorted(debs.glob(f"{package}_*.deb"))
+    if not found:
+        raise VMError("apt-get download left no package file", path=str(debs), found=package)
+    return found[-1]
+
+
+def fetch_debug_vmlinux(series: str = "6.1") -> Path:
+    """The debug vmlinux of kernel ``series`` (for crash), extracted alone from its -dbg package.
+
+    The -dbg package is about 860 MB (5.6 GB installed); only
+    ``usr/lib/debug/boot/vmlinux-<release>`` (about 630 MB) is extracted, once.
+
+    :raises VMError: apt-get, dpkg-deb or tar failed
+    """
+    release = kernel_package(series).removeprefix("linux-image-")
+    dest = cache_dir() / "kernels" / f"{release}-dbg" / f"vmlinux-{release}"
+    with cache_lock():
+        if dest.is_file():
+            return dest
+        deb = _download(f"linux-image-{release}-dbg")
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=".unpack-", dir=dest.parent))
+        member = f"./usr/lib/debug/boot/vmlinux-{release}"
+        try:
+            _extract_member(deb, member, tmp)
+            (tmp / member).rename(dest)
+            deb.unlink()  # 860 MB; only the vmlinux is kept
+        finally:
+            shutil.rmtree(tmp)
+    return dest
+
+
+def _extract_member(deb: Path, member: str, into: Path) -> None:
+    # dpkg-deb --fsys-tarfile DEB | tar -x MEMBER, without a shell
+    try:
+        with subprocess.Popen(
+            ["dpkg-deb", "--fsys-tarfile", str(deb)], stdout=subprocess.PIPE
+        ) as src:
+            done = subprocess.run(
+                ["tar", "-x", "-C", str(into), member],
+                stdin=src.stdout,
+                capture_output=True,
+                timeout=_DOWNLOAD_TIMEOUT,
+                check=False,
+            )
+            if src.stdout is not None:
+                src.stdout.close()
+    except (OSError, subprocess.TimeoutExpired) as err:
+        raise VMError(f"cannot extract {member}: {err}", path=str(deb)) from err
+    if done.returncode != 0 or src.returncode != 0:
+        raise VMError(f"cannot extract {member}", path=str(deb), found=done.stderr.decode()[-300:])

@@ -169,7 +169,8 @@ def _dump_file(args: argparse.Namespace) -> int:
     if args.json:
         emit_json({**facts, "path": args.path})
     else:
-        sys.stdout.write("".join(f"{name + ':':<14}{value}\n" for name, value in facts.items()))
+        rows = ((name.replace("_", " ") + ":", value) for name, value in facts.items())
+        sys.stdout.write("".join(f"{label:<14}{value}\n" for label, value in rows))
     return ExitCode.OK
 
 
@@ -183,16 +184,16 @@ def _dump_facts(image: DumpImage) -> dict[str, object]:
         "machine": uts.machine or "unknown",
         "nodename": uts.nodename or "unknown",
         "panic": image.metadata.panic_string.strip() or "none recorded",
-        "crash time": _utc(head.crash_time) if head.crash_time else "unknown",
+        "crash_time": _utc(head.crash_time) if head.crash_time else "unknown",
         "cpus": head.nr_cpus,
-        "crashing cpu": head.crashing_cpu,
-        "pages held": image.pages_held,
-        "page size": head.page_size,
+        "crashing_cpu": head.crashing_cpu,
+        "pages_held": image.pages_held,
+        "page_size": head.page_size,
         "complete": not image.incomplete,
     }
     if image.encrypted:
         envelope = KeyEnvelope.unpack(image.metadata.key_envelope)
-        facts["key id"] = envelope.key_id.hex()
+        facts["key_id"] = envelope.key_id.hex()
         facts["sealed"] = "pages, kernel log, registers (notes), VMCOREINFO"
     return facts
 

@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 from typing import Any
 
 from diskdump.cli._render import Progress, emit_json, human_size
 from diskdump.cli.exitcodes import ExitCode
-from diskdump.config import DeviceSpec, load_config, parse_size
+from diskdump.config import Config, DeviceSpec, load_config, parse_size
+from diskdump.savecore.convert import EraseOptions
 from diskdump.savecore.save import (
     DeviceReport,
     Outcome,
@@ -131,9 +133,32 @@ def register(sub: Any) -> None:
         help="private key that opens encrypted dumps ([savecore] decrypt_with); "
         "without it they are saved as vmcore.encrypted",
     )
+    parser.add_argument(
+        "--erase",
+        action="append",
+        default=[],
+        metavar="SYMBOL[:SIZE]",
+        help="overwrite a kernel symbol's memory with 'X' in the vmcore, recorded in "
+        "info.json and the kdump erase-info area (repeatable; [erase] symbols)",
+    )
+    parser.add_argument(
+        "--system-map", metavar="FILE", help="System.map for --erase ([erase] system_map)"
+    )
+    parser.add_argument("--vmlinux", metavar="FILE", help="vmlinux for --erase ([erase] vmlinux)")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     parser.add_argument("--quiet", action="store_true", help="no progress output")
     parser.set_defaults(func=run)
+
+
+def _erase(args: argparse.Namespace, config: Config) -> EraseOptions:
+    """--erase flags, else the configuration's [erase] section."""
+    system_map = args.system_map or config.erase_system_map
+    vmlinux = args.vmlinux or config.erase_vmlinux
+    return EraseOptions(
+        tuple(args.erase) or config.erase_symbols,
+        Path(system_map) if system_map else None,
+        Path(vmlinux) if vmlinux else None,
+    )
 
 
 def _options(args: argparse.Namespace) -> tuple[list[DeviceSpec], SaveOptions]:
@@ -155,6 +180,7 @@ def _options(args: argparse.Namespace) -> tuple[list[DeviceSpec], SaveOptions]:
         min_free=min_free,
         max_dumps=saved.max_dumps if args.max_dumps is None else args.max_dumps,
         decrypt_with=args.decrypt_with or saved.decrypt_with,
+        erase=_erase(args, config),
     )
     return list(config.devices), options
 
