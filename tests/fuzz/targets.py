@@ -16,7 +16,16 @@ import tempfile
 import uuid
 from collections.abc import Callable, Sequence
 
-from diskdump.formats import chunk, dumpheader, elf, flattened, kdump_read, notes, partition
+from diskdump.formats import (
+    chunk,
+    crypt,
+    dumpheader,
+    elf,
+    flattened,
+    kdump_read,
+    notes,
+    partition,
+)
 from diskdump.formats.codecs import get_codec
 from diskdump.formats.kdump_write import write_kdump
 from diskdump.formats.memsource import PfnRun
@@ -138,6 +147,10 @@ def fuzz_vmcoreinfo(data: bytes) -> None:
     info.phys_base  # noqa: B018
 
 
+def fuzz_key_envelope(data: bytes) -> None:
+    crypt.KeyEnvelope.unpack(data)
+
+
 def fuzz_printk(data: bytes) -> None:
     """The ring structure (first 88 bytes) and its buffers (the rest) replaced by the input."""
     k = _kernel()
@@ -167,6 +180,7 @@ TARGETS: dict[str, Callable[[bytes], None]] = {
     "notes": fuzz_notes,
     "vmcoreinfo": fuzz_vmcoreinfo,
     "printk": fuzz_printk,
+    "key_envelope": fuzz_key_envelope,
 }
 
 # -- seeds: valid inputs from our own writers -----------------------------------------
@@ -269,6 +283,13 @@ def _seed_with_dump() -> tuple[list[bytes], list[bytes]]:
     return [dumpheader.header_block(header)], [packed]
 
 
+def _seed_envelope() -> Sequence[bytes]:
+    from cryptography.hazmat.primitives.asymmetric import x25519
+
+    _, envelope = crypt.new_dump_key(x25519.X25519PrivateKey.generate().public_key())
+    return [envelope.pack()]
+
+
 SEEDS: dict[str, Callable[[], Sequence[bytes]]] = {
     "partition_label": _seed_label,
     "dump_header": _seed_header,
@@ -280,6 +301,7 @@ SEEDS: dict[str, Callable[[], Sequence[bytes]]] = {
     "notes": lambda: [_kernel().notes],  # type: ignore[attr-defined]
     "vmcoreinfo": _seed_vmcoreinfo,
     "printk": _seed_printk,
+    "key_envelope": _seed_envelope,
 }
 
 _ = struct  # struct is kept for targets that pack fixed headers
