@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Final
 
 from diskdump.errors import ConfigError
-from diskdump.formats.memsource import MemorySource, PfnRun
+from diskdump.formats.memsource import MemorySource, SourceView
 
 __all__ = [
     "ERASE_FILLER",
@@ -224,37 +224,15 @@ def eraseinfo_text(ranges: Sequence[EraseRange]) -> str:
     return "".join(f"erase {r.symbol} size {r.size}\n" for r in ranges)
 
 
-class ErasedSource:
+class ErasedSource(SourceView):
     """A :class:`MemorySource` that returns the filler over every erased range."""
 
     def __init__(
         self, source: MemorySource, ranges: Sequence[EraseRange], filler: int = ERASE_FILLER
     ) -> None:
-        self.source = source
+        super().__init__(source)
         self.ranges = sorted(ranges, key=lambda r: r.paddr)
         self.filler = filler
-
-    @property
-    def page_size(self) -> int:
-        return self.source.page_size
-
-    @property
-    def max_pfn(self) -> int:
-        return self.source.max_pfn
-
-    def ram_runs(self) -> Sequence[PfnRun]:
-        return self.source.ram_runs()
-
-    def data_runs(self) -> Sequence[PfnRun]:
-        return self.source.data_runs()
-
-    @property
-    def notes(self) -> bytes:
-        return self.source.notes
-
-    @property
-    def incomplete(self) -> bool:
-        return self.source.incomplete
 
     def read_pages(self, pfn: int, count: int) -> bytes:
         """The source's pages with every erased byte replaced by the filler.

@@ -52,6 +52,7 @@ from diskdump.formats.memmap import (
 from diskdump.formats.memsource import (
     MemorySource,
     PfnRun,
+    SourceView,
     iter_run_pfns,
     merge_runs,
     runs_page_count,
@@ -388,7 +389,7 @@ def _phys_pages(kmem: VirtualTranslator, vpages: Sequence[int], page_size: int) 
     return out
 
 
-class FilteredSource:
+class FilteredSource(SourceView):
     """``source`` seen through a dump level; a :class:`MemorySource`.
 
     Build it with :func:`filter_source`.
@@ -402,36 +403,12 @@ class FilteredSource:
         *,
         zero_scan_numpy: bool | None = None,
     ) -> None:
-        self.source = source
+        super().__init__(source)
         self.level = level
         self.types = types
         self._zero_numpy = zero_scan_numpy
         self._data: PackedRuns | None = None
         self.zero_pages = 0
-
-    @property
-    def page_size(self) -> int:
-        """Page size in bytes (the source's)."""
-        return self.source.page_size
-
-    @property
-    def max_pfn(self) -> int:
-        """Highest RAM pfn + 1 (the source's)."""
-        return self.source.max_pfn
-
-    @property
-    def notes(self) -> bytes:
-        """The source's ELF notes."""
-        return self.source.notes
-
-    @property
-    def incomplete(self) -> bool:
-        """The source's incomplete flag."""
-        return self.source.incomplete
-
-    def ram_runs(self) -> Sequence[PfnRun]:
-        """RAM runs: unchanged by filtering."""
-        return self.source.ram_runs()
 
     def data_runs(self) -> Sequence[PfnRun]:
         """Pfns the level keeps (the first call scans for zero pages when bit 1 is set)."""

@@ -23,7 +23,14 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
-__all__ = ["MemorySource", "PfnRun", "iter_run_pfns", "merge_runs", "runs_page_count"]
+__all__ = [
+    "MemorySource",
+    "PfnRun",
+    "SourceView",
+    "iter_run_pfns",
+    "merge_runs",
+    "runs_page_count",
+]
 
 
 @dataclass(frozen=True, slots=True, order=True)
@@ -110,3 +117,46 @@ def iter_run_pfns(runs: Sequence[PfnRun], batch_pages: int) -> Iterator[tuple[in
             count = min(batch_pages, run.end_pfn - pfn)
             yield pfn, count
             pfn += count
+
+
+class SourceView:
+    """A :class:`MemorySource` that forwards everything to ``source``.
+
+    Wrappers that change one aspect of a source (the pages a dump level keeps,
+    erased symbols) subclass it and override only what they change.
+    """
+
+    def __init__(self, source: MemorySource) -> None:
+        self.source = source
+
+    @property
+    def page_size(self) -> int:
+        """Page size in bytes (the source's)."""
+        return self.source.page_size
+
+    @property
+    def max_pfn(self) -> int:
+        """Highest RAM pfn + 1 (the source's)."""
+        return self.source.max_pfn
+
+    @property
+    def notes(self) -> bytes:
+        """The source's ELF notes."""
+        return self.source.notes
+
+    @property
+    def incomplete(self) -> bool:
+        """The source's incomplete flag."""
+        return self.source.incomplete
+
+    def ram_runs(self) -> Sequence[PfnRun]:
+        """The source's RAM runs."""
+        return self.source.ram_runs()
+
+    def data_runs(self) -> Sequence[PfnRun]:
+        """The source's data runs."""
+        return self.source.data_runs()
+
+    def read_pages(self, pfn: int, count: int) -> bytes:
+        """The source's pages."""
+        return self.source.read_pages(pfn, count)
