@@ -1,7 +1,7 @@
 # SPDX-License-Identifier: GPL-2.0-or-later
 """Build ELF vmcores for tests, in memory or on disk, with knobs to break them.
 
-Independent of :func:`diskdump.formats.elf.write_elf` (packs its own headers
+Independent of :func:`diskdump.formats.elf_write.write_elf` (packs its own headers
 with :mod:`struct`), so reader tests do not just check the writer against
 itself. Shapes it can take::
 

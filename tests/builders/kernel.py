@@ -42,7 +42,7 @@ from pathlib import Path
 from typing import Any
 
 from diskdump.errors import ExcludedPageError
-from diskdump.formats.elf import write_elf
+from diskdump.formats.elf_write import write_elf
 from diskdump.formats.memsource import PfnRun, merge_runs
 from diskdump.formats.notes import VMCOREINFO_NOTE_NAME, NoteType, PrStatus, pack_note
 

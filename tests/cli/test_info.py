@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from diskdump.cli.main import main
-from diskdump.formats.elf import write_elf
+from diskdump.formats.elf_write import write_elf
 from tests.builders.kernel import MIB, SyntheticKernel, build_kernel
 
 SMALL = {"ram_size": 32 * MIB, "phys_base": 0x400000, "kernel_offset": 0}

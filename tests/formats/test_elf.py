@@ -32,8 +32,8 @@ from diskdump.formats.elf import (
     PhdrType,
     _Backing,
     is_elf,
-    write_elf,
 )
+from diskdump.formats.elf_write import write_elf
 from diskdump.formats.memsource import PfnRun, merge_runs
 from diskdump.formats.notes import NoteType, PrStatus, iter_notes, pack_note, prstatus_notes
 from tests.builders.elfcore import (

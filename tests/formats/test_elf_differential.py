@@ -17,7 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from diskdump.formats.elf import PN_XNUM, ElfVmcore, write_elf
+from diskdump.formats.elf import PN_XNUM, ElfVmcore
+from diskdump.formats.elf_write import write_elf
 from diskdump.formats.memsource import MemorySource, PfnRun, runs_page_count
 from tests.builders.elfcore import (
     START_KERNEL_MAP,

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from diskdump.formats.detect import opened_vmcore
-from diskdump.formats.elf import write_elf
+from diskdump.formats.elf_write import write_elf
 from diskdump.formats.printk import format_dmesg
 from diskdump.formats.summary import read_kernel_log
 from tests.builders.kernel import MIB, LogRecord, build_kernel

@@ -11,7 +11,7 @@ import pytest
 
 from diskdump.cli.main import main
 from diskdump.errors import UnsupportedVersionError
-from diskdump.formats.elf import write_elf
+from diskdump.formats.elf_write import write_elf
 from diskdump.formats.notes import VMCOREINFO_NOTE_NAME, pack_note
 from diskdump.formats.sizeestimate import (
     MEMINFO_MARGIN_MIN_SIZE,

@@ -20,7 +20,8 @@ from diskdump.formats.detect import (
     detect_format,
     opened_vmcore,
 )
-from diskdump.formats.elf import Elf64Ehdr, Elf64Phdr, ElfVmcore, write_elf
+from diskdump.formats.elf import Elf64Ehdr, Elf64Phdr, ElfVmcore
+from diskdump.formats.elf_write import write_elf
 from diskdump.formats.notes import NoteType, PrStatus, pack_note, prstatus_notes
 from diskdump.formats.printk import format_dmesg
 from diskdump.formats.summary import CrashSummary, read_kernel_log, summarize

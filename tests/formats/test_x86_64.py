@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 
 from diskdump.errors import CorruptDataError, DiskdumpError, ExcludedPageError
 from diskdump.formats.detect import opened_vmcore
-from diskdump.formats.elf import write_elf
+from diskdump.formats.elf_write import write_elf
 from diskdump.formats.notes import prstatus_notes
 from diskdump.formats.vmcoreinfo import VmcoreInfo, vmcoreinfo_from_notes
 from diskdump.formats.x86_64 import START_KERNEL_MAP, KernelMemory

@@ -27,6 +27,7 @@ from diskdump.formats import (
     partition,
 )
 from diskdump.formats.codecs import get_codec
+from diskdump.formats.elf_write import write_elf
 from diskdump.formats.kdump_write import write_kdump
 from diskdump.formats.memsource import PfnRun
 from diskdump.formats.printk import format_dmesg, iter_printk_records
@@ -212,7 +213,7 @@ def _seed_chunk() -> Sequence[bytes]:
 
 def _seed_elf() -> Sequence[bytes]:
     out = io.BytesIO()
-    elf.write_elf(_small_source(), out)
+    write_elf(_small_source(), out)
     return [out.getvalue()]
 
 

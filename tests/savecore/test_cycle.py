@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from diskdump.cli.main import main
-from diskdump.formats.elf import write_elf
+from diskdump.formats.elf_write import write_elf
 from diskdump.formats.kdump_read import KdumpFile
 from tests.builders.kernel import SyntheticKernel, build_kernel
 from tests.conftest import need_root, need_tool

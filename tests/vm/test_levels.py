@@ -3,7 +3,7 @@
 
 Route: QEMU's dump-guest-memory ELF (tests/vm/conftest.py) cannot be read by
 makedumpfile 1.7.2 (its program headers sit at offset 192, after a section
-header table), so it is rewritten once with :func:`diskdump.formats.elf.write_elf`
+header table), so it is rewritten once with :func:`diskdump.formats.elf_write.write_elf`
 (program headers at 64, same notes and memory) and cached beside it. Then, for
 each level, ``makedumpfile -l -d N`` (lzo: the bitmaps do not depend on the
 codec) writes a kdump-compressed file whose 2nd bitmap is read with
@@ -49,7 +49,8 @@ from pathlib import Path
 
 import pytest
 
-from diskdump.formats.elf import ElfVmcore, write_elf
+from diskdump.formats.elf import ElfVmcore
+from diskdump.formats.elf_write import write_elf
 from diskdump.formats.filtered import filter_source, intersect_runs, subtract_runs
 from diskdump.formats.kdump_read import KdumpFile
 from diskdump.formats.memmap import MemMapRange, SparseLayout, iter_mem_map

@@ -31,7 +31,7 @@ from typing import BinaryIO
 from diskdump.errors import ConfigError, DiskdumpError, OutputExistsError
 from diskdump.formats.codecs import CODEC_NAMES, get_codec
 from diskdump.formats.detect import open_vmcore
-from diskdump.formats.elf import write_elf
+from diskdump.formats.elf_write import write_elf
 from diskdump.formats.erase import ErasedSource, erase_source, eraseinfo_text
 from diskdump.formats.filtered import filter_source
 from diskdump.formats.flattened import write_flattened
