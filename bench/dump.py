@@ -148,7 +148,7 @@ def bench_one(elf: Path, mdf_input: Path, work: Path) -> list[dict[str, object]]
     img = _image(work / "dump.img", img_size)
     ours, result = _dump(elf, img, work, "--level", "31")
     ours_size = int(result["bytes_written"])  # type: ignore[call-overload]
-    rows = []
+    rows: list[dict[str, object]] = []
     for flag in ("-l", "-c"):
         out = work / f"mdf{flag}"
         out.unlink(missing_ok=True)
@@ -232,7 +232,7 @@ def codec_figures(elf: Path) -> list[dict[str, object]]:
             if len(pages) >= CODEC_SAMPLE_PAGES * PAGE:
                 break
     data = bytes(pages)
-    rows = []
+    rows: list[dict[str, object]] = []
     for name, level in CODECS:
         codec = get_codec(name, level=level)
         try:

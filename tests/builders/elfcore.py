@@ -113,10 +113,21 @@ def build_elfcore(
     e_phnum = PN_XNUM if xnum else count
     ident = (b"\x7fELX" if bad_magic else b"\x7fELF") + bytes((2, 1, 1)) + bytes(9)
     ehdr = EHDR.pack(
-        ident, 4, 62, 1, 0, table_off if phoff is None else phoff,
-        shoff, 1 if incomplete else 0, EHDR.size, PHDR.size,
-        e_phnum if phnum is None else phnum, SHDR.size if sh_count else 0, sh_count, 0,
-    )  # fmt: skip
+        ident,
+        4,
+        62,
+        1,
+        0,
+        table_off if phoff is None else phoff,
+        shoff,
+        1 if incomplete else 0,
+        EHDR.size,
+        PHDR.size,
+        e_phnum if phnum is None else phnum,
+        SHDR.size if sh_count else 0,
+        sh_count,
+        0,
+    )
     image = bytearray(ehdr)
     if qemu:
         # QEMU: section 0 carries the extended count (sh_info), section 1 is a

@@ -459,8 +459,9 @@ class _LegacyLog:
         if self.next_idx + size + self.HEADER > self.size:
             self.buf[self.next_idx : self.next_idx + self.HEADER] = bytes(self.HEADER)
             self.next_idx = 0
-        header = struct.pack("<QHHHBB", rec.ts_nsec, size, len(rec.text), 0, rec.facility,
-                             rec.level << 5 | 2)  # fmt: skip
+        header = struct.pack(
+            "<QHHHBB", rec.ts_nsec, size, len(rec.text), 0, rec.facility, rec.level << 5 | 2
+        )
         body = (header + rec.text).ljust(size, b"\0")
         self.buf[self.next_idx : self.next_idx + size] = body
         self.stored[self.next_seq] = rec
@@ -508,10 +509,16 @@ def default_log(spec: KernelSpec) -> list[LogRecord]:
     rng = random.Random(spec.seed)
     ts = 0
     recs = [
-        LogRecord(f"Linux version {spec.release} (debian-kernel@lists.debian.org) "
-                  f"(gcc-12 (Debian 12.2.0-14) 12.2.0) {spec.version}".encode(), 0, 5, 0, 0),
+        LogRecord(
+            f"Linux version {spec.release} (debian-kernel@lists.debian.org) "
+            f"(gcc-12 (Debian 12.2.0-14) 12.2.0) {spec.version}".encode(),
+            0,
+            5,
+            0,
+            0,
+        ),
         LogRecord(b"Command line: console=ttyS0 crashkernel=192M panic=1", 0, 6, 0, 0),
-    ]  # fmt: skip
+    ]
     for i in range(spec.boot_records - len(recs)):
         ts += rng.randrange(1000, 40_000_000)
         text = f"virtio_blk virtio{i % 3}: [vd{chr(97 + i % 26)}] {rng.randrange(1, 10**6)} blocks"
@@ -522,16 +529,24 @@ def default_log(spec: KernelSpec) -> list[LogRecord]:
     report = [
         (b"sysrq: Trigger a crash", 6),
         (b"Kernel panic - not syncing: sysrq triggered crash", 0),
-        (f"CPU: {cpu} PID: {pid} Comm: sh Kdump: loaded Not tainted {spec.release} "
-         f"{spec.version.split(' ', 1)[0]}  Debian 6.1.55-1".encode(), 4),
-        (b"Hardware name: QEMU Standard PC (i440FX + PIIX, 1996), BIOS 1.16.2-debian-1.16.2-1",
-         4),
-        (b"Call Trace:\n <TASK>\n dump_stack_lvl+0x44/0x5c\n panic+0x118/0x2ec\n"
-         b" sysrq_handle_crash+0x16/0x20\n </TASK>", 4),
+        (
+            f"CPU: {cpu} PID: {pid} Comm: sh Kdump: loaded Not tainted {spec.release} "
+            f"{spec.version.split(' ', 1)[0]}  Debian 6.1.55-1".encode(),
+            4,
+        ),
+        (b"Hardware name: QEMU Standard PC (i440FX + PIIX, 1996), BIOS 1.16.2-debian-1.16.2-1", 4),
+        (
+            b"Call Trace:\n <TASK>\n dump_stack_lvl+0x44/0x5c\n panic+0x118/0x2ec\n"
+            b" sysrq_handle_crash+0x16/0x20\n </TASK>",
+            4,
+        ),
         (b"", 4),
-        (b"Kernel Offset: 0x%x from 0xffffffff81000000 (relocation range: "
-         b"0xffffffff80000000-0xffffffffbfffffff)" % spec.kernel_offset, 0),
-    ]  # fmt: skip
+        (
+            b"Kernel Offset: 0x%x from 0xffffffff81000000 (relocation range: "
+            b"0xffffffff80000000-0xffffffffbfffffff)" % spec.kernel_offset,
+            0,
+        ),
+    ]
     for text, level in report:
         ts += rng.randrange(1000, 900_000)
         recs.append(LogRecord(text, ts, level, 0, caller))
@@ -612,10 +627,18 @@ def _write_printk(mem: _Memory, spec: KernelSpec, sym: dict[str, int], buf_paddr
         mem.put(infos + i * SIZE_PRINTK_INFO, slot.info)
     mem.put(data, bytes(sim.data))
     direct = spec.page_offset_base
-    ring = struct.pack("<I4xQQQQQ", spec.desc_count_bits, direct + descs, direct + infos,
-                       sim.head_id, sim.tail_id, 0)  # fmt: skip
-    ring += struct.pack("<I4xQQQ", spec.text_size_bits, direct + data, sim.head_lpos,
-                        sim.tail_lpos) + bytes(8)  # fmt: skip
+    ring = struct.pack(
+        "<I4xQQQQQ",
+        spec.desc_count_bits,
+        direct + descs,
+        direct + infos,
+        sim.head_id,
+        sim.tail_id,
+        0,
+    )
+    ring += struct.pack(
+        "<I4xQQQ", spec.text_size_bits, direct + data, sim.head_lpos, sim.tail_lpos
+    ) + bytes(8)
     assert len(ring) == SIZE_PRINTK_RINGBUFFER
     to_phys = sym["prb"] - START_KERNEL_MAP + spec.phys_base
     mem.u64(to_phys, sym["printk_rb_dynamic"])
@@ -740,7 +763,7 @@ def _prstatus(spec: KernelSpec, sym: dict[str, int]) -> list[PrStatus]:
             "rax": rng.getrandbits(64),
             "gs_base": rng.getrandbits(47),
         }
-        out.append(PrStatus.from_registers(1234 if crashing else 0, **regs))  # fmt: skip
+        out.append(PrStatus.from_registers(1234 if crashing else 0, **regs))
     return out
 
 
@@ -792,6 +815,12 @@ def build_kernel(spec: KernelSpec | None = None, **knobs: Any) -> SyntheticKerne
     runs = [PfnRun(s // PAGE_SIZE, e // PAGE_SIZE) for s, e in ranges]
     panic = next((r.text.decode() for r in expected if r.text.startswith(b"Kernel panic")), None)
     return SyntheticKernel(
-        spec, InMemorySource(mem.buf, runs, notes), vmcoreinfo, sym, expected, prstatus,
-        panic, kstart,
-    )  # fmt: skip
+        spec,
+        InMemorySource(mem.buf, runs, notes),
+        vmcoreinfo,
+        sym,
+        expected,
+        prstatus,
+        panic,
+        kstart,
+    )

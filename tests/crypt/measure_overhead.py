@@ -82,8 +82,16 @@ def cpu_per_page(path: Path, codec_name: str, repeat: int) -> dict[str, float]:
     for label, cipher in (("clear", None), ("sealed", sealer.cipher)) * repeat:
         started = time.process_time()
         for seq, (start, states, raw) in enumerate(windows):
-            build_chunk(sequence=seq, dump_id=bytes(16), start_pfn=start, states=states,
-                        raw=raw, codec=codec, block_size=_BLOCK, cipher=cipher)  # fmt: skip
+            build_chunk(
+                sequence=seq,
+                dump_id=bytes(16),
+                start_pfn=start,
+                states=states,
+                raw=raw,
+                codec=codec,
+                block_size=_BLOCK,
+                cipher=cipher,
+            )
         spent = time.process_time() - started
         best[label] = min(best.get(label, spent), spent)
     return {
@@ -101,8 +109,19 @@ def _dump(vmcore: Path, work: Path, key: Path | None, codec: str) -> tuple[float
         os.posix_fallocate(f.fileno(), 0, IMAGE_SIZE)
     cli = [sys.executable, "-m", "diskdump.cli.main"]
     subprocess.run([*cli, "format", str(image), "--quiet"], check=True, stdout=subprocess.DEVNULL)
-    argv = [*cli, "dump", "--unarmed", "--no-mlock", "--json", "--device", str(image),
-            "--source", str(vmcore), "--compress", codec]  # fmt: skip
+    argv = [
+        *cli,
+        "dump",
+        "--unarmed",
+        "--no-mlock",
+        "--json",
+        "--device",
+        str(image),
+        "--source",
+        str(vmcore),
+        "--compress",
+        codec,
+    ]
     if key is not None:
         argv += ["--encrypt-to", str(key)]
     proc = subprocess.run(argv, check=True, capture_output=True, text=True)
@@ -141,10 +160,17 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--codec", default="zstd")
     args = parser.parse_args()
-    print(json.dumps({"vmcore": str(args.vmcore), "codec": args.codec,
-                      "cpu": cpu_per_page(args.vmcore, args.codec, args.repeat),
-                      "wall": wall_per_page(args.vmcore, args.repeat, args.codec)},
-                     indent=2))  # fmt: skip
+    print(
+        json.dumps(
+            {
+                "vmcore": str(args.vmcore),
+                "codec": args.codec,
+                "cpu": cpu_per_page(args.vmcore, args.codec, args.repeat),
+                "wall": wall_per_page(args.vmcore, args.repeat, args.codec),
+            },
+            indent=2,
+        )
+    )
 
 
 if __name__ == "__main__":

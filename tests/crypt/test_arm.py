@@ -39,15 +39,22 @@ MEMINFO = "MemTotal:       16384 kB\nMemFree:        1000 kB\n"
 @pytest.fixture(scope="module")
 def package(tmp_path_factory: pytest.TempPathFactory) -> Path:
     copy = tmp_path_factory.mktemp("pkg")
-    shutil.copytree(SRC_DIR / "diskdump", copy / "diskdump",
-                    ignore=shutil.ignore_patterns("__pycache__"))  # fmt: skip
+    shutil.copytree(
+        SRC_DIR / "diskdump", copy / "diskdump", ignore=shutil.ignore_patterns("__pycache__")
+    )
     return copy
 
 
 def _run(package: Path, *args: str) -> subprocess.CompletedProcess[str]:
     env = dict(os.environ, PYTHONPATH=str(package))
-    return subprocess.run([sys.executable, "-m", "diskdump.cli.main", *args], env=env,
-                          capture_output=True, text=True, timeout=300, check=False)  # fmt: skip
+    return subprocess.run(
+        [sys.executable, "-m", "diskdump.cli.main", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
 
 
 def test_arm_records_the_key_and_the_armed_dump_is_encrypted(
@@ -59,8 +66,15 @@ def test_arm_records_the_key_and_the_armed_dump_is_encrypted(
     meminfo.write_text(MEMINFO)
     manifest = tmp_path / "manifest.json"
     base = ["--device", str(image), "--manifest", str(manifest)]
-    armed = _run(package, "arm", *base, "--meminfo", str(meminfo),
-                 "--encrypt-to", str(x25519_keys.public_pem))  # fmt: skip
+    armed = _run(
+        package,
+        "arm",
+        *base,
+        "--meminfo",
+        str(meminfo),
+        "--encrypt-to",
+        str(x25519_keys.public_pem),
+    )
     assert armed.returncode == ExitCode.OK, armed.stderr
     assert f"dumps encrypted to: {x25519_keys.public_pem}" in armed.stdout
     doc = json.loads(manifest.read_text())
@@ -77,8 +91,9 @@ def test_arm_records_the_key_and_the_armed_dump_is_encrypted(
         locked = open_dump(BlockIO(device), label.reserve_blocks, name=str(image))
         assert locked.header.flags & DumpFlag.ENCRYPTED and locked.locked
         assert not locked.header.flags & DumpFlag.UNARMED
-        opened = open_dump(BlockIO(device), label.reserve_blocks, name=str(image),
-                           private_key=x25519_keys.private)  # fmt: skip
+        opened = open_dump(
+            BlockIO(device), label.reserve_blocks, name=str(image), private_key=x25519_keys.private
+        )
         assert opened.pages_held > 10_000 and opened.metadata.kernel_log
 
     # the key file is part of the manifest: a swapped key refuses the next dump
@@ -98,14 +113,35 @@ def test_arm_refuses_a_key_that_does_not_load(tmp_path: Path, package: Path) -> 
     key = tmp_path / "rsa2048.pub.pem"
     spki = serialization.PublicFormat.SubjectPublicKeyInfo
     key.write_bytes(small.public_bytes(serialization.Encoding.PEM, spki))
-    proc = _run(package, "arm", "--device", str(image), "--manifest", str(manifest),
-                "--meminfo", str(meminfo), "--encrypt-to", str(key))  # fmt: skip
+    proc = _run(
+        package,
+        "arm",
+        "--device",
+        str(image),
+        "--manifest",
+        str(manifest),
+        "--meminfo",
+        str(meminfo),
+        "--encrypt-to",
+        str(key),
+    )
     assert proc.returncode == ExitCode.FAILURE
     assert f"error: RSA key too small on {key}: expected '>= 3072 bits', got 0x800" in proc.stderr
     assert not manifest.exists()
     vmcore = write_vmcore(tmp_path / "src.elf")
-    proc = _run(package, "dump", "--unarmed", "--device", str(image), "--source", str(vmcore),
-                "--no-mlock", "-q", "--encrypt-to", str(tmp_path / "missing.pem"))  # fmt: skip
+    proc = _run(
+        package,
+        "dump",
+        "--unarmed",
+        "--device",
+        str(image),
+        "--source",
+        str(vmcore),
+        "--no-mlock",
+        "-q",
+        "--encrypt-to",
+        str(tmp_path / "missing.pem"),
+    )
     assert proc.returncode == ExitCode.FAILURE
     assert "error: cannot read the public key: No such file or directory" in proc.stderr
     with open_device(image) as device:  # nothing written

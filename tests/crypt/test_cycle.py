@@ -42,13 +42,36 @@ def vmcore(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def _dump_and_save(tmp_path: Path, vmcore: Path, keys: KeyPair, *save_args: str) -> Path:
     image = tmp_path / "dump.img"
     make_image(image, IMAGE_SIZE)
-    rc = main(["dump", "--unarmed", "--no-mlock", "-q", "--device", str(image),
-               "--source", str(vmcore), "--encrypt-to", str(keys.public_pem)])  # fmt: skip
+    rc = main(
+        [
+            "dump",
+            "--unarmed",
+            "--no-mlock",
+            "-q",
+            "--device",
+            str(image),
+            "--source",
+            str(vmcore),
+            "--encrypt-to",
+            str(keys.public_pem),
+        ]
+    )
     assert rc == 0
     crash = tmp_path / "crash"
     crash.mkdir(mode=0o700, exist_ok=True)
-    rc = main(["savecore", "--device", str(image), "--dir", str(crash), "--min-free", "0",
-               "--quiet", *save_args])  # fmt: skip
+    rc = main(
+        [
+            "savecore",
+            "--device",
+            str(image),
+            "--dir",
+            str(crash),
+            "--min-free",
+            "0",
+            "--quiet",
+            *save_args,
+        ]
+    )
     assert rc == 0
     (saved,) = saves(crash)
     return saved
@@ -109,14 +132,19 @@ def test_saved_encrypted_then_decrypted_with_either_key(
 
     out = tmp_path / "vmcore"
     sealed_path = str(saved / "vmcore.encrypted")
-    assert main(["decrypt", "--quiet", "--key", str(keys.private_pem), sealed_path,
-                 str(out)]) == 0  # fmt: skip
+    assert main(["decrypt", "--quiet", "--key", str(keys.private_pem), sealed_path, str(out)]) == 0
     assert stat.S_IMODE(out.stat().st_mode) == 0o600
     assert _compare(vmcore, out) > 10_000
     capsys.readouterr()
     before = out.stat().st_mtime_ns
-    argv = ["decrypt", "--quiet", "--key", str(keys.private_pem), str(saved / "vmcore.encrypted"),
-            str(out)]  # fmt: skip
+    argv = [
+        "decrypt",
+        "--quiet",
+        "--key",
+        str(keys.private_pem),
+        str(saved / "vmcore.encrypted"),
+        str(out),
+    ]
     assert main(argv) == 1
     assert "error: output exists" in capsys.readouterr().err and out.stat().st_mtime_ns == before
     assert main([*argv, "--force"]) == 0
@@ -124,8 +152,21 @@ def test_saved_encrypted_then_decrypted_with_either_key(
         assert format_dmesg(read_kernel_log(core)) == kernel().expected_dmesg
     elf = tmp_path / "vmcore.elf"
     capsys.readouterr()
-    assert main(["decrypt", "--json", "--key", str(keys.private_pem), "--format", "elf",
-                 str(saved / "vmcore.encrypted"), str(elf)]) == 0  # fmt: skip
+    assert (
+        main(
+            [
+                "decrypt",
+                "--json",
+                "--key",
+                str(keys.private_pem),
+                "--format",
+                "elf",
+                str(saved / "vmcore.encrypted"),
+                str(elf),
+            ]
+        )
+        == 0
+    )
     report = json.loads(capsys.readouterr().out)
     assert report["format"] == "elf" and report["size"] == elf.stat().st_size
     assert _compare(vmcore, elf) == report["pages"] > 10_000
@@ -134,11 +175,15 @@ def test_saved_encrypted_then_decrypted_with_either_key(
 def test_savecore_decrypt_with_writes_a_normal_vmcore(
     tmp_path: Path, vmcore: Path, x25519_keys: KeyPair
 ) -> None:
-    saved = _dump_and_save(tmp_path, vmcore, x25519_keys, "--decrypt-with",
-                           str(x25519_keys.private_pem))  # fmt: skip
+    saved = _dump_and_save(
+        tmp_path, vmcore, x25519_keys, "--decrypt-with", str(x25519_keys.private_pem)
+    )
     assert sorted(p.name for p in saved.iterdir()) == [
-        "dmesg.txt", "info.json", "info.txt", "vmcore"
-    ]  # fmt: skip
+        "dmesg.txt",
+        "info.json",
+        "info.txt",
+        "vmcore",
+    ]
     assert (saved / "dmesg.txt").read_text() == kernel().expected_dmesg
     info = json.loads((saved / "info.json").read_text())
     assert info["encryption"]["saved_decrypted"] is True
@@ -159,8 +204,21 @@ def test_the_configuration_names_both_keys(
         f'[savecore]\ndir = "{crash}"\nmin_free = 0\n'
         f'decrypt_with = "{x25519_keys.private_pem}"\n'
     )
-    assert main(["dump", "--config", str(config), "--unarmed", "--no-mlock", "-q",
-                 "--source", str(vmcore)]) == 0  # fmt: skip
+    assert (
+        main(
+            [
+                "dump",
+                "--config",
+                str(config),
+                "--unarmed",
+                "--no-mlock",
+                "-q",
+                "--source",
+                str(vmcore),
+            ]
+        )
+        == 0
+    )
     assert main(["savecore", "--config", str(config), "--quiet", "--keep"]) == 0
     (saved,) = saves(crash)
     assert (saved / "vmcore").is_file()
@@ -176,13 +234,40 @@ def test_savecore_with_the_wrong_key_leaves_the_dump(
 ) -> None:
     image = tmp_path / "dump.img"
     make_image(image, IMAGE_SIZE)
-    assert main(["dump", "--unarmed", "--no-mlock", "-q", "--device", str(image), "--source",
-                 str(vmcore), "--encrypt-to", str(x25519_keys.public_pem)]) == 0  # fmt: skip
+    assert (
+        main(
+            [
+                "dump",
+                "--unarmed",
+                "--no-mlock",
+                "-q",
+                "--device",
+                str(image),
+                "--source",
+                str(vmcore),
+                "--encrypt-to",
+                str(x25519_keys.public_pem),
+            ]
+        )
+        == 0
+    )
     crash = tmp_path / "crash"
     crash.mkdir(mode=0o700)
     capsys.readouterr()
-    rc = main(["savecore", "--device", str(image), "--dir", str(crash), "--min-free", "0",
-               "--quiet", "--decrypt-with", str(other_keys.private_pem)])  # fmt: skip
+    rc = main(
+        [
+            "savecore",
+            "--device",
+            str(image),
+            "--dir",
+            str(crash),
+            "--min-free",
+            "0",
+            "--quiet",
+            "--decrypt-with",
+            str(other_keys.private_pem),
+        ]
+    )
     assert rc == 1
     assert "wrong key: the dump was encrypted to another public key" in capsys.readouterr().err
     assert saves(crash) == [] and not [n for n in os.listdir(crash) if n != ".lock"]
@@ -199,8 +284,9 @@ def test_decrypt_with_the_wrong_key_fails_and_writes_nothing(
 ) -> None:
     out = tmp_path / "out" / "vmcore"
     out.parent.mkdir()
-    assert main(["decrypt", "--key", str(other_keys.private_pem), str(saved_encrypted),
-                 str(out)]) == 1  # fmt: skip
+    assert (
+        main(["decrypt", "--key", str(other_keys.private_pem), str(saved_encrypted), str(out)]) == 1
+    )
     err = capsys.readouterr().err
     assert "error: wrong key: the dump was encrypted to another public key in field key_id" in err
     assert os.listdir(out.parent) == []
@@ -210,8 +296,11 @@ def _chunk_offsets(path: Path, key: object) -> list[tuple[int, int, int]]:
     """(chunk offset, payload size, sequence) of the zstd chunks that hold pages."""
     with opened_dump_file(str(path), private_key=key) as image:
         bs = image.header.block_size
-        return [(r.lba * bs, r.header.payload_size, r.header.sequence) for r in image.chunks
-                if r.header.present_count and r.header.codec is CompressFlag.ZSTD]  # fmt: skip
+        return [
+            (r.lba * bs, r.header.payload_size, r.header.sequence)
+            for r in image.chunks
+            if r.header.present_count and r.header.codec is CompressFlag.ZSTD
+        ]
 
 
 @pytest.mark.parametrize("where", ["header", "payload", "tag"])
@@ -225,8 +314,11 @@ def test_decrypt_reports_a_changed_byte_in_any_chunk(
     chunks = _chunk_offsets(saved_encrypted, x25519_keys.private)
     at, size, seq = chunks[len(chunks) // 2]
     # header: the codec field, zstd (0x20) becomes zlib (0x01): still a valid header
-    offset, mask = {"header": (10, 0x21), "payload": (512 + size // 3, 0x80),
-                    "tag": (512 + size - 1, 0x80)}[where]  # fmt: skip
+    offset, mask = {
+        "header": (10, 0x21),
+        "payload": (512 + size // 3, 0x80),
+        "tag": (512 + size - 1, 0x80),
+    }[where]
     offset += at
     data = bytearray(saved_encrypted.read_bytes())
     data[offset] ^= mask
@@ -235,8 +327,9 @@ def test_decrypt_reports_a_changed_byte_in_any_chunk(
     bad.write_bytes(bytes(data))
     out = tmp_path / "dec" / "vmcore"
     out.parent.mkdir()
-    assert main(["decrypt", "--quiet", "--key", str(x25519_keys.private_pem), str(bad),
-                 str(out)]) == 1  # fmt: skip
+    assert (
+        main(["decrypt", "--quiet", "--key", str(x25519_keys.private_pem), str(bad), str(out)]) == 1
+    )
     err = capsys.readouterr().err
     assert (
         f"error: chunk {seq} fails authentication (tampered or corrupt) at offset {at + 512:#x}"
@@ -247,8 +340,9 @@ def test_decrypt_reports_a_changed_byte_in_any_chunk(
     data = bytearray(saved_encrypted.read_bytes())
     data[at + 512 + size // 2] ^= 0x01
     bad.write_bytes(bytes(data))
-    assert main(["decrypt", "--quiet", "--key", str(x25519_keys.private_pem), str(bad),
-                 str(out)]) == 1  # fmt: skip
+    assert (
+        main(["decrypt", "--quiet", "--key", str(x25519_keys.private_pem), str(bad), str(out)]) == 1
+    )
     assert (
         f"chunk {seq} payload checksum mismatch (stored bytes damaged)" in capsys.readouterr().err
     )
@@ -263,8 +357,21 @@ def test_decrypt_refuses_a_clear_dump_and_an_existing_output(
 
     image = tmp_path / "dump.img"
     label = make_image(image, IMAGE_SIZE)
-    assert main(["dump", "--unarmed", "--no-mlock", "-q", "--device", str(image),
-                 "--source", str(vmcore)]) == 0  # fmt: skip
+    assert (
+        main(
+            [
+                "dump",
+                "--unarmed",
+                "--no-mlock",
+                "-q",
+                "--device",
+                str(image),
+                "--source",
+                str(vmcore),
+            ]
+        )
+        == 0
+    )
     clear = tmp_path / "clear.dump"
     with open_device(image) as device, clear.open("wb") as out:
         dump = open_dump(BlockIO(device), label.reserve_blocks, name=str(image))

@@ -230,8 +230,9 @@ def test_a_changed_byte_in_a_chunk_is_reported(
         # the zero fill between the state map and the payload: no crc covers it
         "fill": (STATE_MAP_OFFSET + head.page_count // 4 + 8, 0x01),
     }[where]
-    bad = _tampered(dev, chunk_at + offset, fix_payload=fix_payload, fix_header=fix_header,
-                    mask=mask)  # fmt: skip
+    bad = _tampered(
+        dev, chunk_at + offset, fix_payload=fix_payload, fix_header=fix_header, mask=mask
+    )
     with pytest.raises(error, match=pattern) as info:
         validate_dump(_open(bad, label, x25519_keys.private))
     if re.match(r"^chunk \d+ ", str(info.value)):
@@ -256,8 +257,7 @@ def test_a_chunk_without_present_pages_is_authenticated_too(x25519_keys: KeyPair
     assert head.payload_size == 16  # the tag alone
     assert verify_unread_chunks(_open(dev, label, x25519_keys.private)) >= 1
     # the first page: ZERO becomes EXCLUDED (counts still agree)
-    bad = _tampered(dev, chunk_at + STATE_MAP_OFFSET, fix_payload=False, fix_header=True,
-                    mask=0b10)  # fmt: skip
+    bad = _tampered(dev, chunk_at + STATE_MAP_OFFSET, fix_payload=False, fix_header=True, mask=0b10)
     with pytest.raises(CryptoError, match=rf"^chunk {index} fails authentication"):
         verify_unread_chunks(_open(bad, label, x25519_keys.private))
 
@@ -350,8 +350,9 @@ def test_each_device_attempt_gets_its_own_dump_key(x25519_keys: KeyPair) -> None
     first, _ = formatted(blocks=3000, name="first")
     second, label = formatted(blocks=3000, name="second")
     failing = FaultDevice(first, FaultPlan(fail_at_call=4, fail_op=None))
-    result = write_dump(small_source(2), state(), [failing, second],
-                        settings(public_key=x25519_keys.public))  # fmt: skip
+    result = write_dump(
+        small_source(2), state(), [failing, second], settings(public_key=x25519_keys.public)
+    )
     assert result.device == "second" and result.header.flags & DumpFlag.FALLBACK
     second.reopen()
     first.reopen()

@@ -34,8 +34,19 @@ def _savecore(image: Path, crash: Path, kill_at: str | None) -> subprocess.Compl
     env = {k: v for k, v in os.environ.items() if k != KILL_HOOK_ENV}
     if kill_at is not None:
         env[KILL_HOOK_ENV] = kill_at
-    argv = [sys.executable, "-m", "diskdump.cli.main", "savecore", "--device", str(image),
-            "--dir", str(crash), "--min-free", "0", "--quiet"]  # fmt: skip
+    argv = [
+        sys.executable,
+        "-m",
+        "diskdump.cli.main",
+        "savecore",
+        "--device",
+        str(image),
+        "--dir",
+        str(crash),
+        "--min-free",
+        "0",
+        "--quiet",
+    ]
     return subprocess.run(argv, env=env, capture_output=True, text=True, timeout=300)
 
 
@@ -45,8 +56,23 @@ def test_encrypted_save_killed_then_rerun_saves_once(
 ) -> None:
     image = tmp_path / "dump.img"
     make_image(image, IMAGE_SIZE)
-    assert main(["dump", "--unarmed", "--no-mlock", "-q", "--device", str(image), "--source",
-                 str(vmcore), "--encrypt-to", str(x25519_keys.public_pem)]) == 0  # fmt: skip
+    assert (
+        main(
+            [
+                "dump",
+                "--unarmed",
+                "--no-mlock",
+                "-q",
+                "--device",
+                str(image),
+                "--source",
+                str(vmcore),
+                "--encrypt-to",
+                str(x25519_keys.public_pem),
+            ]
+        )
+        == 0
+    )
     crash = tmp_path / "crash"
     crash.mkdir(mode=0o700)
     before = digest(image)

@@ -45,8 +45,12 @@ _PROBES = 64
 
 def _cli(*args: str) -> tuple[subprocess.CompletedProcess[str], float]:
     started = time.monotonic()
-    proc = subprocess.run([sys.executable, "-m", "diskdump.cli.main", *args],
-                          capture_output=True, text=True, timeout=1200)  # fmt: skip
+    proc = subprocess.run(
+        [sys.executable, "-m", "diskdump.cli.main", *args],
+        capture_output=True,
+        text=True,
+        timeout=1200,
+    )
     return proc, time.monotonic() - started
 
 
@@ -91,15 +95,35 @@ def test_real_vmcore_encrypted_round_trip(
         os.posix_fallocate(file.fileno(), 0, IMAGE_SIZE)
     proc, _ = _cli("format", str(image), "--quiet")
     assert proc.returncode == 0, proc.stderr
-    proc, dump_s = _cli("dump", "--unarmed", "--no-mlock", "--json", "--device", str(image),
-                        "--source", str(source), "--compress", "none",
-                        "--encrypt-to", str(keys.public_pem))  # fmt: skip
+    proc, dump_s = _cli(
+        "dump",
+        "--unarmed",
+        "--no-mlock",
+        "--json",
+        "--device",
+        str(image),
+        "--source",
+        str(source),
+        "--compress",
+        "none",
+        "--encrypt-to",
+        str(keys.public_pem),
+    )
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout)["encrypted"] is True
     crash = tmp_path / "crash"
     crash.mkdir(mode=0o700)
-    proc, save_s = _cli("savecore", "--device", str(image), "--dir", str(crash),
-                        "--min-free", "0", "--quiet", "--keep")  # fmt: skip
+    proc, save_s = _cli(
+        "savecore",
+        "--device",
+        str(image),
+        "--dir",
+        str(crash),
+        "--min-free",
+        "0",
+        "--quiet",
+        "--keep",
+    )
     assert proc.returncode == 0, proc.stderr
     (saved,) = saves(crash)
     assert not (saved / "dmesg.txt").exists() and not (saved / "vmcore").exists()
@@ -110,27 +134,50 @@ def test_real_vmcore_encrypted_round_trip(
     del sealed
 
     out = tmp_path / "vmcore"
-    proc, decrypt_s = _cli("decrypt", "--quiet", "--key", str(keys.private_pem),
-                           str(saved / "vmcore.encrypted"), str(out))  # fmt: skip
+    proc, decrypt_s = _cli(
+        "decrypt",
+        "--quiet",
+        "--key",
+        str(keys.private_pem),
+        str(saved / "vmcore.encrypted"),
+        str(out),
+    )
     assert proc.returncode == 0, proc.stderr
     for name, value in (("dump_s", dump_s), ("savecore_s", save_s), ("decrypt_s", decrypt_s)):
         record_property(name, round(value, 2))
-    print(f"\n{source.name}: encrypted dump {dump_s:.1f} s, savecore (kept encrypted) "
-          f"{save_s:.1f} s, decrypt to kdump {decrypt_s:.1f} s")  # fmt: skip
-    osrelease = subprocess.run([crash_tool, "--osrelease", str(out)], capture_output=True,
-                               text=True, timeout=300)  # fmt: skip
+    print(
+        f"\n{source.name}: encrypted dump {dump_s:.1f} s, savecore (kept encrypted) "
+        f"{save_s:.1f} s, decrypt to kdump {decrypt_s:.1f} s"
+    )
+    osrelease = subprocess.run(
+        [crash_tool, "--osrelease", str(out)], capture_output=True, text=True, timeout=300
+    )
     assert osrelease.stdout.strip() == "6.1.0-56-amd64", osrelease.stdout + osrelease.stderr
     dmesg = tmp_path / "dmesg"
-    proc = subprocess.run([makedumpfile, "--dump-dmesg", str(out), str(dmesg)],
-                          capture_output=True, text=True, timeout=300)  # fmt: skip
+    proc = subprocess.run(
+        [makedumpfile, "--dump-dmesg", str(out), str(dmesg)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "Linux version 6.1.0" in dmesg.read_text()
     assert _compare_pages(source, out) > 100_000
 
     crash2 = tmp_path / "crash2"
     crash2.mkdir(mode=0o700)
-    proc, _ = _cli("savecore", "--device", str(image), "--dir", str(crash2), "--min-free", "0",
-                   "--quiet", "--decrypt-with", str(keys.private_pem))  # fmt: skip
+    proc, _ = _cli(
+        "savecore",
+        "--device",
+        str(image),
+        "--dir",
+        str(crash2),
+        "--min-free",
+        "0",
+        "--quiet",
+        "--decrypt-with",
+        str(keys.private_pem),
+    )
     assert proc.returncode == 0, proc.stderr
     (saved2,) = saves(crash2)
     assert (saved2 / "dmesg.txt").read_text() == dmesg.read_text()

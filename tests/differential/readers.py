@@ -97,9 +97,16 @@ def libkdumpfile_compare(
     runs_path.write_text(json.dumps(runs))
     out = tmp / "libkdumpfile.pages"
     proc = run_tool(
-        SYSTEM_PYTHON, "-c", _LIBKDUMPFILE_SCRIPT, str(path), str(runs_path), str(out),
-        str(source.page_size), str(CHUNK_PAGES), str(probe_excluded),
-    )  # fmt: skip
+        SYSTEM_PYTHON,
+        "-c",
+        _LIBKDUMPFILE_SCRIPT,
+        str(path),
+        str(runs_path),
+        str(out),
+        str(source.page_size),
+        str(CHUNK_PAGES),
+        str(probe_excluded),
+    )
     assert proc.returncode == 0, proc.stderr
     facts = json.loads(proc.stdout)
     pages = _compare_stream(out, source)

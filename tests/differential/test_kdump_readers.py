@@ -93,8 +93,12 @@ def test_readers_open_our_kdump(
     if codec in DEBIAN_TOOL_CODECS:
         assert makedumpfile_dmesg(path, work) == kernel.expected_dmesg
     pages, facts = libkdumpfile_compare(path, source, work, probe_excluded=excluded)
-    assert facts == {"arch": "x86_64", "release": kernel.spec.release, "format": "diskdump",
-                     "excluded": "NoDataException"}  # fmt: skip
+    assert facts == {
+        "arch": "x86_64",
+        "release": kernel.spec.release,
+        "format": "diskdump",
+        "excluded": "NoDataException",
+    }
     assert pages == 16287 - 16
     assert drgn_compare(path, source, probe_excluded=excluded) == pages
 

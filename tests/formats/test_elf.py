@@ -281,25 +281,61 @@ def test_truncated_header() -> None:
 @pytest.mark.parametrize(
     ("offset", "fmt", "value", "error", "pattern"),
     [
-        (4, "<B", 1, UnsupportedVersionError, r"elf class is not 64-bit in field EI_CLASS at "
-         r"offset 0x4 on <memory>: expected 2, got 1"),
+        (
+            4,
+            "<B",
+            1,
+            UnsupportedVersionError,
+            r"elf class is not 64-bit in field EI_CLASS at "
+            r"offset 0x4 on <memory>: expected 2, got 1",
+        ),
         (5, "<B", 2, UnsupportedVersionError, r"elf data is not little endian in field EI_DATA"),
         (6, "<B", 0, UnsupportedVersionError, r"elf version is not current in field EI_VERSION"),
-        (18, "<H", 183, UnsupportedVersionError, r"elf machine is not x86_64 in field e_machine "
-         r"at offset 0x12 on <memory>: expected 0x3e, got 0xb7"),
+        (
+            18,
+            "<H",
+            183,
+            UnsupportedVersionError,
+            r"elf machine is not x86_64 in field e_machine "
+            r"at offset 0x12 on <memory>: expected 0x3e, got 0xb7",
+        ),
         (16, "<H", 2, NotThisFormatError, r"elf file is not a core dump in field e_type"),
-        (54, "<H", 32, CorruptDataError, r"bad program header size in field e_phentsize at "
-         r"offset 0x36 on <memory>: expected 0x38, got 0x20"),
+        (
+            54,
+            "<H",
+            32,
+            CorruptDataError,
+            r"bad program header size in field e_phentsize at "
+            r"offset 0x36 on <memory>: expected 0x38, got 0x20",
+        ),
         (56, "<H", 0, CorruptDataError, r"elf core has no program headers in field e_phnum"),
-        (32, "<Q", 0x3A0B80, TruncatedError, r"program headers run past the end of the file in "
-         r"field e_phoff at offset 0x3a0b80 on <memory>: expected 'end <= 0x3a0c00', "
-         r"got 'end 0x3a0c28'"),
-        (56, "<H", PN_XNUM, CorruptDataError, r"e_phnum is PN_XNUM but there is no section "
-         r"header 0 in field e_shoff"),
-        (32, "<Q", 0x500000, TruncatedError, r"program headers run past the end of the file in "
-         r"field e_phoff at offset 0x500000"),
+        (
+            32,
+            "<Q",
+            0x3A0B80,
+            TruncatedError,
+            r"program headers run past the end of the file in "
+            r"field e_phoff at offset 0x3a0b80 on <memory>: expected 'end <= 0x3a0c00', "
+            r"got 'end 0x3a0c28'",
+        ),
+        (
+            56,
+            "<H",
+            PN_XNUM,
+            CorruptDataError,
+            r"e_phnum is PN_XNUM but there is no section "
+            r"header 0 in field e_shoff",
+        ),
+        (
+            32,
+            "<Q",
+            0x500000,
+            TruncatedError,
+            r"program headers run past the end of the file in "
+            r"field e_phoff at offset 0x500000",
+        ),
     ],
-)  # fmt: skip
+)
 def test_bad_header_fields(
     memory: bytes, offset: int, fmt: str, value: int, error: type[FormatError], pattern: str
 ) -> None:
@@ -389,8 +425,25 @@ def test_shdr_round_trip(sh: Elf64Shdr) -> None:
 
 
 @settings(deadline=None)
-@given(st.builds(Elf64Ehdr, st.binary(min_size=16, max_size=16), U16, U16, U32, U64, U64, U64,
-                 U32, U16, U16, U16, U16, U16, U16))  # fmt: skip
+@given(
+    st.builds(
+        Elf64Ehdr,
+        st.binary(min_size=16, max_size=16),
+        U16,
+        U16,
+        U32,
+        U64,
+        U64,
+        U64,
+        U32,
+        U16,
+        U16,
+        U16,
+        U16,
+        U16,
+        U16,
+    )
+)
 def test_ehdr_round_trip(eh: Elf64Ehdr) -> None:
     assert Elf64Ehdr.unpack(eh.pack()) == eh and len(eh.pack()) == Elf64Ehdr.SIZE == 64
 
@@ -423,8 +476,11 @@ class PatternSource:
         self._data = merge_runs(data) if data is not None else list(self._ram)
         self._starts = [run.start_pfn for run in self._data]
         self._notes, self._incomplete, self._page_size, self._short = (
-            notes, incomplete, page_size, short,
-        )  # fmt: skip
+            notes,
+            incomplete,
+            page_size,
+            short,
+        )
 
     page_size = property(lambda self: self._page_size)
     max_pfn = property(lambda self: self._ram[-1].end_pfn if self._ram else 0)

@@ -266,8 +266,11 @@ def test_pn_xnum_output_opens_in_readers(tmp_path: Path) -> None:
     got = (prog.read(r.start_pfn * 4096, 4096, True) for r in runs)
     assert compare_pages(source, runs, got) == PN_XNUM
     libkdump = run(
-        SYSTEM_PYTHON, "-c", "import kdumpfile, sys; k = kdumpfile.kdumpfile(sys.argv[1]); "
+        SYSTEM_PYTHON,
+        "-c",
+        "import kdumpfile, sys; k = kdumpfile.kdumpfile(sys.argv[1]); "
         "sys.stdout.write(k.read(kdumpfile.KDUMP_MACHPHYSADDR, int(sys.argv[2]), 4096).hex())",
-        str(path), str(2 * 40000 * 4096),
-    )  # fmt: skip
+        str(path),
+        str(2 * 40000 * 4096),
+    )
     assert bytes.fromhex(libkdump.stdout) == source.page(2 * 40000), libkdump.stderr

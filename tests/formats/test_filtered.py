@@ -160,13 +160,16 @@ def build_machine(
 
 def _map_direct(memory: bytearray) -> None:
     """4-level page tables mapping DIRECT + p -> p for all of RAM with 2 MiB pages."""
-    struct.pack_into("<Q", memory, PGD_PFN * PAGE + (DIRECT >> 39) % 512 * 8,
-                     PUD_PFN * PAGE | PTE_TABLE)  # fmt: skip
-    struct.pack_into("<Q", memory, PUD_PFN * PAGE + (DIRECT >> 30) % 512 * 8,
-                     PMD_PFN * PAGE | PTE_TABLE)  # fmt: skip
+    struct.pack_into(
+        "<Q", memory, PGD_PFN * PAGE + (DIRECT >> 39) % 512 * 8, PUD_PFN * PAGE | PTE_TABLE
+    )
+    struct.pack_into(
+        "<Q", memory, PUD_PFN * PAGE + (DIRECT >> 30) % 512 * 8, PMD_PFN * PAGE | PTE_TABLE
+    )
     for index in range(RAM_PAGES * PAGE // HUGE):
-        struct.pack_into("<Q", memory, PMD_PFN * PAGE + index * 8,
-                         index * HUGE | PTE_TABLE | PTE_PSE)  # fmt: skip
+        struct.pack_into(
+            "<Q", memory, PMD_PFN * PAGE + index * 8, index * HUGE | PTE_TABLE | PTE_PSE
+        )
 
 
 def kept(level: int, kernel: str = "6.1", **kw: object) -> list[PfnRun]:

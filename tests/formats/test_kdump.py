@@ -93,9 +93,22 @@ def test_utsname_round_trip(uts: NewUtsname) -> None:
 
 
 HEADER_FIELDS = (
-    st.binary(min_size=8, max_size=8), i32, st.binary(min_size=390, max_size=390),
-    i64, i64, u32, i32, i32, u32, u32, u32, u32, u32, u32, i32,
-)  # fmt: skip
+    st.binary(min_size=8, max_size=8),
+    i32,
+    st.binary(min_size=390, max_size=390),
+    i64,
+    i64,
+    u32,
+    i32,
+    i32,
+    u32,
+    u32,
+    u32,
+    u32,
+    u32,
+    u32,
+    i32,
+)
 SUB_HEADER_FIELDS = (u64, i32, i32, u64, u64, i64, u64, i64, u64, i64, u64, u64, u64, u64)
 
 

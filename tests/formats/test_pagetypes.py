@@ -123,8 +123,15 @@ def bit(layout: PageLayout, name: str) -> int:
     return int(1 << value)
 
 
-def compound(layout: PageLayout, order: int, *, head_flags: int = 0, mapping: int = 0,
-             hugetlb: bool = False, head_pfn: int = 0) -> list[Page]:  # fmt: skip
+def compound(
+    layout: PageLayout,
+    order: int,
+    *,
+    head_flags: int = 0,
+    mapping: int = 0,
+    hugetlb: bool = False,
+    head_pfn: int = 0,
+) -> list[Page]:
     """A compound page of 2^order struct pages as the kernel lays it out."""
     head = Page(flags=layout.head_mask | head_flags, mapping=mapping)
     first = Page(head=(0xFFFF888000000000 + head_pfn * 64) | 1)

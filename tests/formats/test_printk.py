@@ -30,8 +30,13 @@ from tests.builders.kernel import (
 )
 
 #: a small machine keeps each build fast (hypothesis builds many)
-SMALL = {"ram_size": 32 * MIB, "phys_base": 0x400000, "kernel_offset": 0, "random_fraction": 0.0,
-         "text_fraction": 0.0}  # fmt: skip
+SMALL = {
+    "ram_size": 32 * MIB,
+    "phys_base": 0x400000,
+    "kernel_offset": 0,
+    "random_fraction": 0.0,
+    "text_fraction": 0.0,
+}
 
 
 def _read(kernel: SyntheticKernel, text: str | None = None) -> list[PrintkRecord]:
@@ -122,8 +127,11 @@ def test_legacy_printk_log_loop_and_overrun() -> None:
         _read(kernel)
     memory[buf : buf + 1024] = saved
     struct.pack_into("<I", memory, first_idx, 1020)
-    with pytest.raises(CorruptDataError, match=r"printk_log header runs past log_buf in field "
-                       r"log_first_idx: expected 'index < 0x400', got 'index 0x3fc'"):  # fmt: skip
+    with pytest.raises(
+        CorruptDataError,
+        match=r"printk_log header runs past log_buf in field "
+        r"log_first_idx: expected 'index < 0x400', got 'index 0x3fc'",
+    ):
         _read(kernel)
     struct.pack_into("<I", memory, first_idx, 0)
     struct.pack_into("<H", memory, buf + 10, 2000)  # text_len of the record at 0
@@ -131,8 +139,11 @@ def test_legacy_printk_log_loop_and_overrun() -> None:
         _read(kernel)
     memory[buf : buf + 1024] = saved
     struct.pack_into("<I", memory, first_idx - 4, 0x7FFFFFFF)  # log_buf_len
-    with pytest.raises(CorruptDataError, match=r"printk log buffer has an absurd size in field "
-                       r"log_buf_len: got 0x7fffffff"):  # fmt: skip
+    with pytest.raises(
+        CorruptDataError,
+        match=r"printk log buffer has an absurd size in field "
+        r"log_buf_len: got 0x7fffffff",
+    ):
         _read(kernel)
 
 
@@ -152,15 +163,27 @@ def test_random_logs_match_the_writer(
     lost = data.draw(st.sets(st.integers(0, len(texts) - 1), max_size=3))
     cut = data.draw(st.sets(st.integers(0, len(texts) - 1), max_size=3))
     records = [
-        LogRecord(text, 1_000_003 * i, i % 8, i % 3, 1 + i, lost=i in lost,
-                  truncate_to=len(text) // 2 if i in cut else None)
+        LogRecord(
+            text,
+            1_000_003 * i,
+            i % 8,
+            i % 3,
+            1 + i,
+            lost=i in lost,
+            truncate_to=len(text) // 2 if i in cut else None,
+        )
         for i, text in enumerate(texts)
-    ]  # fmt: skip
+    ]
     kernel = build_kernel(
-        records=records, desc_count_bits=count_bits, text_size_bits=size_bits,
-        perfect_fit_fix=fix, last_committed=head == "committed", torn_head=head == "torn",
-        reserved_head=head == "reserved", **SMALL,
-    )  # fmt: skip
+        records=records,
+        desc_count_bits=count_bits,
+        text_size_bits=size_bits,
+        perfect_fit_fix=fix,
+        last_committed=head == "committed",
+        torn_head=head == "torn",
+        reserved_head=head == "reserved",
+        **SMALL,
+    )
     assert _as_expected(_read(kernel)) == kernel.expected
 
 
@@ -201,22 +224,29 @@ def test_absurd_ring_sizes(offset: int, bits: int) -> None:
 def test_inconsistent_ids() -> None:
     kernel = build_kernel(**SMALL)
     _poke_ring(kernel, 24, "<Q", 1 << 40)  # head_id far beyond tail_id
-    with pytest.raises(CorruptDataError, match=r"printk descriptor ids are inconsistent in field "
-                       r"prb_desc_ring.head_id: expected 'head_id - tail_id < 32'"):  # fmt: skip
+    with pytest.raises(
+        CorruptDataError,
+        match=r"printk descriptor ids are inconsistent in field "
+        r"prb_desc_ring.head_id: expected 'head_id - tail_id < 32'",
+    ):
         _read(kernel)
 
 
 @pytest.mark.parametrize(
     ("key", "value", "message"),
     [
-        ("OFFSET(printk_info.caller_id)", 86, r"offset lies outside its structure in field "
-         r"OFFSET\(printk_info.caller_id\): expected '<= 84', got 0x56"),
+        (
+            "OFFSET(printk_info.caller_id)",
+            86,
+            r"offset lies outside its structure in field "
+            r"OFFSET\(printk_info.caller_id\): expected '<= 84', got 0x56",
+        ),
         ("OFFSET(prb_data_blk_lpos.next)", 16, r"field OFFSET\(prb_data_blk_lpos.next\)"),
         ("OFFSET(prb_desc_ring.tail_id)", 85, r"field OFFSET\(prb_desc_ring.tail_id\)"),
         ("SIZE(printk_info)", 10**6, r"vmcoreinfo size is absurd in field SIZE\(printk_info\)"),
         ("SIZE(prb_desc)", 0, r"vmcoreinfo size is absurd in field SIZE\(prb_desc\)"),
     ],
-)  # fmt: skip
+)
 def test_vmcoreinfo_layout_is_checked(key: str, value: int, message: str) -> None:
     kernel = build_kernel(**SMALL)
     with pytest.raises(CorruptDataError, match=message):
@@ -224,8 +254,10 @@ def test_vmcoreinfo_layout_is_checked(key: str, value: int, message: str) -> Non
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(hits=st.lists(st.tuples(st.integers(0, 1 << 16), st.integers(0, 255)), min_size=1,
-                     max_size=40), legacy=st.booleans())  # fmt: skip
+@given(
+    hits=st.lists(st.tuples(st.integers(0, 1 << 16), st.integers(0, 255)), min_size=1, max_size=40),
+    legacy=st.booleans(),
+)
 def test_corrupt_log_memory_never_hangs_or_crashes(hits: list[tuple[int, int]], legacy: bool):
     """Random bytes over the ring (or log_buf) and its control structure: records or an error."""
     kernel = _CORRUPTIBLE[legacy]
@@ -271,8 +303,11 @@ def test_illegal_block_is_flagged_not_fatal(caplog: pytest.LogCaptureFixture) ->
 def test_no_log_in_vmcoreinfo() -> None:
     kernel = build_kernel(**SMALL)
     text = re.sub(r"^SYMBOL\(prb\)=.*\n", "", kernel.vmcoreinfo, flags=re.M)
-    with pytest.raises(CorruptDataError, match=r"vmcoreinfo describes no kernel log in field "
-                       r"SYMBOL\(prb\)"):  # fmt: skip
+    with pytest.raises(
+        CorruptDataError,
+        match=r"vmcoreinfo describes no kernel log in field "
+        r"SYMBOL\(prb\)",
+    ):
         _read(kernel, text)
 
 

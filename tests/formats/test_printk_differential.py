@@ -85,14 +85,20 @@ def test_dmesg_equals_makedumpfile(case: str, tmp_path: Path) -> None:
     assert _ours(elf) == theirs
     tool = need_tool("makedumpfile")
     kdump = tmp_path / "vmcore.kdump"
-    subprocess.run([tool, "-c", "-d", "1", str(elf), str(kdump)], check=True,
-                   capture_output=True, timeout=300)  # fmt: skip
+    subprocess.run(
+        [tool, "-c", "-d", "1", str(elf), str(kdump)], check=True, capture_output=True, timeout=300
+    )
     assert _makedumpfile_dmesg(kdump, tmp_path / "dmesg.kdump") == theirs
     assert _ours(kdump) == theirs
     flat = tmp_path / "vmcore.flat"
     with flat.open("wb") as out:
-        subprocess.run([tool, "-F", "-c", "-d", "1", str(elf)], check=True, stdout=out,
-                       stderr=subprocess.PIPE, timeout=300)  # fmt: skip
+        subprocess.run(
+            [tool, "-F", "-c", "-d", "1", str(elf)],
+            check=True,
+            stdout=out,
+            stderr=subprocess.PIPE,
+            timeout=300,
+        )
     assert _ours(flat) == theirs
 
 

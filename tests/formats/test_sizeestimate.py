@@ -59,8 +59,12 @@ def test_estimate_from_a_vmcore_is_exact() -> None:
     assert estimate.kept_pages == ram - excluded  # zero pages stay in the bitmap
     assert estimate.zero_pages == len(ZERO_PFNS)
     assert estimate.excluded_pages == {
-        "free": 144, "cache": 5, "cache_private": 5, "user": 12, "zero": 4,
-    }  # fmt: skip
+        "free": 144,
+        "cache": 5,
+        "cache_private": 5,
+        "user": 12,
+        "zero": 4,
+    }
     assert estimate.margin_size == 0 and estimate.note == "exact"
     assert estimate.predicted_size == kdump_file_size(4096, 2048, ram - excluded, 4)
 

@@ -57,12 +57,24 @@ def test_summary_of_a_sysrq_crash(uts_offset: int) -> None:
     summary = _summary(kernel)
     crashing = kernel.prstatus[2]
     assert summary == CrashSummary(
-        format=MEMORY, release="6.1.0-13-amd64", machine="x86_64", nodename="crashbox",
-        version=kernel.spec.version, panic="Kernel panic - not syncing: sysrq triggered crash",
-        crash_time="2025-11-24T16:00:00Z", cpus=4, crashing_cpu=2, rip=crashing.rip,
-        rsp=crashing.rsp, memory_bytes=32 * MIB - 0x61000, page_size=4096, dump_level=None,
-        compression=None, complete=True, warnings=(),
-    )  # fmt: skip
+        format=MEMORY,
+        release="6.1.0-13-amd64",
+        machine="x86_64",
+        nodename="crashbox",
+        version=kernel.spec.version,
+        panic="Kernel panic - not syncing: sysrq triggered crash",
+        crash_time="2025-11-24T16:00:00Z",
+        cpus=4,
+        crashing_cpu=2,
+        rip=crashing.rip,
+        rsp=crashing.rsp,
+        memory_bytes=32 * MIB - 0x61000,
+        page_size=4096,
+        dump_level=None,
+        compression=None,
+        complete=True,
+        warnings=(),
+    )
     as_dict = summary.to_dict()
     assert as_dict["rip"] == f"{crashing.rip:#018x}" and as_dict["warnings"] == []
 
@@ -248,8 +260,9 @@ def test_detect_and_open_each_container(tmp_path: Path) -> None:
     kdump, flat = tmp_path / "vmcore.kdump", tmp_path / "vmcore.flat"
     subprocess.run([tool, "-l", "-d", "1", str(elf), str(kdump)], check=True, capture_output=True)
     with flat.open("wb") as out:
-        subprocess.run([tool, "-F", "-d", "1", str(elf)], check=True, stdout=out,
-                       stderr=subprocess.PIPE)  # fmt: skip
+        subprocess.run(
+            [tool, "-F", "-d", "1", str(elf)], check=True, stdout=out, stderr=subprocess.PIPE
+        )
     expected = {
         elf: ("elf", "none", None),
         kdump: ("kdump", "lzo", 1),
@@ -323,8 +336,11 @@ def test_real_sysrq_panic(series: str, tmp_path: Path) -> None:
     assert summary.rip == notes[summary.crashing_cpu].rip
     assert summary.release == kernel.release and summary.cpus == 2
     tool = need_tool("makedumpfile")
-    subprocess.run([tool, "--dump-dmesg", str(tmp_path / "copy.elf"), str(tmp_path / "dmesg")],
-                   check=True, capture_output=True)  # fmt: skip
+    subprocess.run(
+        [tool, "--dump-dmesg", str(tmp_path / "copy.elf"), str(tmp_path / "dmesg")],
+        check=True,
+        capture_output=True,
+    )
     assert (tmp_path / "dmesg").read_text() == ours
     assert "sysrq: Trigger a crash" in ours
 

@@ -107,8 +107,10 @@ def test_ram_hole_is_not_mapped_and_not_held() -> None:
     kernel = build_kernel(**LAYOUTS["ram-holes"])
     kmem = _kmem(kernel)
     assert [(r.start_pfn, r.end_pfn) for r in kernel.source.ram_runs()] == [
-        (0x1, 0x9F), (0x100, 0x1700), (0x1900, 0x4000)
-    ]  # fmt: skip
+        (0x1, 0x9F),
+        (0x100, 0x1700),
+        (0x1900, 0x4000),
+    ]
     with pytest.raises(CorruptDataError, match=r"1700000: pte entry not present in field pte"):
         kmem.read_virt(kernel.spec.page_offset_base + 0x1700000 - 8, 16)
     with pytest.raises(ExcludedPageError):
@@ -167,8 +169,11 @@ def test_excluded_page_table_page() -> None:
 
 
 @settings(max_examples=100, deadline=None)
-@given(hits=st.lists(st.tuples(st.integers(0, 65 * 512 - 1), st.integers(0, 2**64 - 1)),
-                     min_size=1, max_size=20))  # fmt: skip
+@given(
+    hits=st.lists(
+        st.tuples(st.integers(0, 65 * 512 - 1), st.integers(0, 2**64 - 1)), min_size=1, max_size=20
+    )
+)
 def test_corrupt_page_tables_give_errors_not_crashes(hits: list[tuple[int, int]]) -> None:
     """Random entries in init_top_pgt and the table pool: a translation or a DiskdumpError."""
     kernel = _SHARED
@@ -293,7 +298,10 @@ def test_builder_page_tables_read_by_libkdumpfile(layout: str, tmp_path: Path) -
     addresses.append(kernel.spec.vmemmap_base + 0x100)
     done = subprocess.run(
         ["/usr/bin/python3", "-c", _LIBKDUMPFILE_READ, str(path), json.dumps(addresses)],
-        capture_output=True, text=True, check=True, timeout=120,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=120,
+    )
     theirs = json.loads(done.stdout)
     assert theirs == [kmem.read_virt(vaddr, 64).hex() for vaddr in addresses]

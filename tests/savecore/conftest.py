@@ -65,8 +65,11 @@ def crash_dir(tmp_path: Path) -> Path:
 
 def saves(crash: Path) -> list[Path]:
     """Complete saves in ``crash`` (directories with an info.json), by name."""
-    return sorted(p for p in crash.iterdir() if not p.name.startswith(".") and
-                  not p.is_symlink() and (p / "info.json").is_file())  # fmt: skip
+    return sorted(
+        p
+        for p in crash.iterdir()
+        if not p.name.startswith(".") and not p.is_symlink() and (p / "info.json").is_file()
+    )
 
 
 def info_of(save: Path) -> dict[str, Any]:

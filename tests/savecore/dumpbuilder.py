@@ -120,16 +120,29 @@ def write_dump(
         present = b"".join(
             raw[i * ps : (i + 1) * ps] for i in range(pages) if states[i] == PageState.PRESENT
         )
-        chunk = build_chunk(sequence=count, dump_id=head.dump_id, start_pfn=pfn, states=states,
-                            raw=present, codec=codec, block_size=BLOCK)  # fmt: skip
+        chunk = build_chunk(
+            sequence=count,
+            dump_id=head.dump_id,
+            start_pfn=pfn,
+            states=states,
+            raw=present,
+            codec=codec,
+            block_size=BLOCK,
+        )
         io.write(lba, chunk)
         lba += len(chunk) // BLOCK
         count += 1
         written += pages
     device.flush()
-    final = replace(head, status=DumpStatus.COMPLETE, data_end_lba=lba, chunk_count=count,
-                    pages_written=written, dump_end_time=crash_time + 30,
-                    flags=DumpFlag.UNARMED)  # fmt: skip
+    final = replace(
+        head,
+        status=DumpStatus.COMPLETE,
+        data_end_lba=lba,
+        chunk_count=count,
+        pages_written=written,
+        dump_end_time=crash_time + 30,
+        flags=DumpFlag.UNARMED,
+    )
     trailer = final
     if knobs.foreign_trailer:
         trailer = replace(final, dump_id=os.urandom(16))

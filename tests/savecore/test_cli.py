@@ -31,8 +31,9 @@ def test_saved_complete_exits_0_and_says_where(
     assert out.rstrip().endswith("device re-initialised")
 
 
-def test_nothing_found_exits_0(tmp_path: Path, crash_dir: Path,
-                               capsys: pytest.CaptureFixture[str]) -> None:  # fmt: skip
+def test_nothing_found_exits_0(
+    tmp_path: Path, crash_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     blank = tmp_path / "clean.img"
     make_image(blank)
     assert main(_argv(crash_dir, blank)) == ExitCode.OK
@@ -106,7 +107,18 @@ def test_unsafe_directory_is_an_error(
 def test_help_documents_the_contract(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["savecore", "--help"]) == 0
     text = capsys.readouterr().out
-    for needle in ("--device DEV", "--dir DIR", "--format {kdump,elf}", "--keep", "--json",
-                   "exit status:", "  6    saved, but", "<host>-<YYYYmmdd-HHMMSS>",
-                   "dmesg.txt", "info.json", "info.txt", "INCOMPLETE"):  # fmt: skip
+    for needle in (
+        "--device DEV",
+        "--dir DIR",
+        "--format {kdump,elf}",
+        "--keep",
+        "--json",
+        "exit status:",
+        "  6    saved, but",
+        "<host>-<YYYYmmdd-HHMMSS>",
+        "dmesg.txt",
+        "info.json",
+        "info.txt",
+        "INCOMPLETE",
+    ):
         assert needle in text, needle

@@ -51,8 +51,19 @@ def _image(path: Path, size: int) -> Path:
 
 
 def _dump(source: Path, *devices: str) -> subprocess.CompletedProcess[str]:
-    argv = [sys.executable, "-m", "diskdump.cli.main", "dump", "--unarmed", "--no-mlock",
-            "--quiet", "--compress", "zstd", "--source", str(source)]  # fmt: skip
+    argv = [
+        sys.executable,
+        "-m",
+        "diskdump.cli.main",
+        "dump",
+        "--unarmed",
+        "--no-mlock",
+        "--quiet",
+        "--compress",
+        "zstd",
+        "--source",
+        str(source),
+    ]
     for device in devices:
         argv += ["--device", device]
     return subprocess.run(argv, capture_output=True, text=True, timeout=600)
@@ -92,8 +103,12 @@ def test_cycle_on_an_image_file(
     assert (save / "dmesg.txt").read_text() == kernel.expected_dmesg
     makedumpfile = need_tool("makedumpfile")
     out = tmp_path / "dmesg"
-    proc = subprocess.run([makedumpfile, "--dump-dmesg", str(save / "vmcore"), str(out)],
-                          capture_output=True, text=True, timeout=120)  # fmt: skip
+    proc = subprocess.run(
+        [makedumpfile, "--dump-dmesg", str(save / "vmcore"), str(out)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 0 and out.read_text() == (save / "dmesg.txt").read_text()
     capsys.readouterr()
     assert _savecore(crash, image) == 0 and len(saves(crash)) == 1
@@ -115,16 +130,21 @@ def test_device_too_small_gives_an_incomplete_save_that_crash_opens(
     held = _check_pages(save / "vmcore", kernel)
     assert 0 < held < sum(r.pages for r in kernel.source.data_runs())
     crash_tool = need_tool("crash")
-    proc = subprocess.run([crash_tool, "--osrelease", str(save / "vmcore")],
-                          capture_output=True, text=True, timeout=120)  # fmt: skip
+    proc = subprocess.run(
+        [crash_tool, "--osrelease", str(save / "vmcore")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 0 and proc.stdout.strip() == "6.1.0-13-amd64"
     assert main(["check", image, "--quiet"]) == 0
 
 
 @contextlib.contextmanager
 def _loop(image: Path) -> Iterator[str]:
-    proc = subprocess.run(["losetup", "--find", "--show", str(image)], capture_output=True,
-                          text=True)  # fmt: skip
+    proc = subprocess.run(
+        ["losetup", "--find", "--show", str(image)], capture_output=True, text=True
+    )
     assert proc.returncode == 0, proc.stderr
     device = proc.stdout.strip()
     try:

@@ -53,13 +53,20 @@ def vmcores(kernel: SyntheticKernel, tmp_path_factory: pytest.TempPathFactory) -
     image = base / "dev.img"
     label = make_image(image, 96 << 20)
     with open_device(image, writable=True) as device:
-        write_dump(device, label, kernel.source, kernel_log=kernel.expected_dmesg,
-                   phys_base=kernel.spec.phys_base, knobs=Knobs(codec="zstd"))  # fmt: skip
+        write_dump(
+            device,
+            label,
+            kernel.source,
+            kernel_log=kernel.expected_dmesg,
+            phys_base=kernel.spec.phys_base,
+            knobs=Knobs(codec="zstd"),
+        )
     out = {}
     for fmt in FORMATS:
         crash = base / f"crash-{fmt}"
-        options = SaveOptions(dir=str(crash), format=fmt, compress="zlib", min_free=0,
-                              keep=fmt != FORMATS[-1])  # fmt: skip
+        options = SaveOptions(
+            dir=str(crash), format=fmt, compress="zlib", min_free=0, keep=fmt != FORMATS[-1]
+        )
         (report,) = run_savecore([DeviceSpec(str(image))], options)
         assert report.outcome is Outcome.SAVED, report
         out[fmt] = crash / report.directory / "vmcore"
@@ -76,8 +83,9 @@ def _source_digest(kernel: SyntheticKernel) -> str:
 @pytest.mark.parametrize("fmt", FORMATS)
 def test_crash_reads_the_release(fmt: str, vmcores: dict[str, Path]) -> None:
     crash = need_tool("crash")
-    proc = subprocess.run([crash, "--osrelease", str(vmcores[fmt])], capture_output=True,
-                          text=True, timeout=120)  # fmt: skip
+    proc = subprocess.run(
+        [crash, "--osrelease", str(vmcores[fmt])], capture_output=True, text=True, timeout=120
+    )
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "6.1.0-13-amd64"
 
@@ -88,8 +96,12 @@ def test_dmesg_txt_equals_makedumpfile_dump_dmesg(
 ) -> None:
     makedumpfile = need_tool("makedumpfile")
     out = tmp_path / "dmesg"
-    proc = subprocess.run([makedumpfile, "--dump-dmesg", str(vmcores[fmt]), str(out)],
-                          capture_output=True, text=True, timeout=120)  # fmt: skip
+    proc = subprocess.run(
+        [makedumpfile, "--dump-dmesg", str(vmcores[fmt]), str(out)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     saved = (vmcores[fmt].parent / "dmesg.txt").read_text()
     assert out.read_text() == saved == kernel.expected_dmesg
@@ -121,8 +133,10 @@ def test_every_page_equals_the_source_in_libkdumpfile(
     runs = json.dumps([[r.start_pfn, r.end_pfn] for r in kernel.source.data_runs()])
     proc = subprocess.run(
         ["/usr/bin/python3", "-c", _LIBKDUMPFILE_DIGEST, str(vmcores[fmt]), runs],
-        capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == _source_digest(kernel)
 
@@ -133,14 +147,21 @@ def test_incomplete_save_opens_in_crash_and_drgn(kernel: SyntheticKernel, tmp_pa
     image = tmp_path / "dev.img"
     label = make_image(image, 96 << 20)
     with open_device(image, writable=True) as device:
-        write_dump(device, label, kernel.source, kernel_log=kernel.expected_dmesg,
-                   phys_base=kernel.spec.phys_base, knobs=Knobs(cut_after_chunks=20))  # fmt: skip
+        write_dump(
+            device,
+            label,
+            kernel.source,
+            kernel_log=kernel.expected_dmesg,
+            phys_base=kernel.spec.phys_base,
+            knobs=Knobs(cut_after_chunks=20),
+        )
     options = SaveOptions(dir=str(tmp_path / "crash"), compress="zlib", min_free=0)
     (report,) = run_savecore([DeviceSpec(str(image))], options)
     assert report.outcome is Outcome.SAVED_INCOMPLETE
     vmcore = tmp_path / "crash" / report.directory / "vmcore"
-    proc = subprocess.run([crash_tool, "--osrelease", str(vmcore)], capture_output=True,
-                          text=True, timeout=120)  # fmt: skip
+    proc = subprocess.run(
+        [crash_tool, "--osrelease", str(vmcore)], capture_output=True, text=True, timeout=120
+    )
     assert proc.returncode == 0 and proc.stdout.strip() == "6.1.0-13-amd64", proc.stderr
     prog = drgn.Program()
     prog.set_core_dump(str(vmcore))

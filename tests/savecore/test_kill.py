@@ -27,8 +27,21 @@ def _savecore(image: Path, crash: Path, kill_at: str | None) -> subprocess.Compl
     env = {k: v for k, v in os.environ.items() if k != KILL_HOOK_ENV}
     if kill_at is not None:
         env[KILL_HOOK_ENV] = kill_at
-    argv = [sys.executable, "-m", "diskdump.cli.main", "savecore", "--device", str(image),
-            "--dir", str(crash), "--min-free", "0", "--compress", "zlib", "--quiet"]  # fmt: skip
+    argv = [
+        sys.executable,
+        "-m",
+        "diskdump.cli.main",
+        "savecore",
+        "--device",
+        str(image),
+        "--dir",
+        str(crash),
+        "--min-free",
+        "0",
+        "--compress",
+        "zlib",
+        "--quiet",
+    ]
     return subprocess.run(argv, env=env, capture_output=True, text=True, timeout=300)
 
 

@@ -58,26 +58,46 @@ def test_real_vmcore_cycle(tmp_path: Path, record_property: pytest.RecordPropert
     copy, cp_seconds = _timed(["cp", str(source), str(tmp_path / "copy.elf")])
     assert copy.returncode == 0
     (tmp_path / "copy.elf").unlink()
-    dump, dump_seconds = _timed(_cli("dump", "--unarmed", "--quiet", "--device", str(image),
-                                     "--source", str(source)))  # fmt: skip
+    dump, dump_seconds = _timed(
+        _cli("dump", "--unarmed", "--quiet", "--device", str(image), "--source", str(source))
+    )
     assert dump.returncode == 0, dump.stderr
     crash = tmp_path / "crash"
-    argv = _cli("savecore", "--device", str(image), "--dir", str(crash), "--min-free", "0",
-                "--compress", "zlib", "--quiet")  # fmt: skip
+    argv = _cli(
+        "savecore",
+        "--device",
+        str(image),
+        "--dir",
+        str(crash),
+        "--min-free",
+        "0",
+        "--compress",
+        "zlib",
+        "--quiet",
+    )
     save, save_seconds = _timed(argv)
     assert save.returncode == 0, save.stderr
-    for name, value in (("cp_s", cp_seconds), ("dump_s", dump_seconds),
-                        ("savecore_s", save_seconds)):  # fmt: skip
+    for name, value in (
+        ("cp_s", cp_seconds),
+        ("dump_s", dump_seconds),
+        ("savecore_s", save_seconds),
+    ):
         record_property(name, round(value, 2))
-    print(f"\n{source.name} ({source.stat().st_size} bytes): cp {cp_seconds:.1f} s, "
-          f"dump {dump_seconds:.1f} s, savecore {save_seconds:.1f} s")  # fmt: skip
+    print(
+        f"\n{source.name} ({source.stat().st_size} bytes): cp {cp_seconds:.1f} s, "
+        f"dump {dump_seconds:.1f} s, savecore {save_seconds:.1f} s"
+    )
     (saved,) = saves(crash)
     assert info_of(saved)["status"] == "COMPLETE"
     assert _compare_pages(source, saved / "vmcore") > 100_000
     makedumpfile = need_tool("makedumpfile")
     out = tmp_path / "dmesg"
-    proc = subprocess.run([makedumpfile, "--dump-dmesg", str(saved / "vmcore"), str(out)],
-                          capture_output=True, text=True, timeout=300)  # fmt: skip
+    proc = subprocess.run(
+        [makedumpfile, "--dump-dmesg", str(saved / "vmcore"), str(out)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert out.read_text() == (saved / "dmesg.txt").read_text()
     assert "Linux version 6.1.0" in out.read_text()

@@ -74,7 +74,11 @@ def test_complete_dump_is_saved_and_device_reinitialised(
     (save,) = saves(crash_dir)
     assert save.name == "crashbox-20251124-160000" == report.directory
     assert sorted(p.name for p in save.iterdir()) == [
-        "dmesg.txt", "info.json", "info.txt", "vmcore"]  # fmt: skip
+        "dmesg.txt",
+        "info.json",
+        "info.txt",
+        "vmcore",
+    ]
     assert stat.S_IMODE(save.stat().st_mode) == 0o700
     assert all(stat.S_IMODE(p.stat().st_mode) == 0o600 for p in save.iterdir())
     info = info_of(save)
@@ -199,7 +203,9 @@ def test_two_devices_with_dumps_from_the_same_second(dumped: DumpFactory, crash_
     first, second = dumped("a.img"), dumped("b.img")
     reports = _run(crash_dir, first, second)
     assert [r.directory for r in reports] == [
-        "crashbox-20251124-160000", "crashbox-20251124-160000-1"]  # fmt: skip
+        "crashbox-20251124-160000",
+        "crashbox-20251124-160000-1",
+    ]
     assert os.readlink(crash_dir / "latest") in {r.directory for r in reports}
 
 
@@ -263,14 +269,20 @@ def test_full_crash_filesystem_refuses_and_keeps_the_dump(
     before = digest(image)
     crash = tmp_path / "tiny"
     crash.mkdir()
-    mount = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m,mode=0700", "tmpfs",
-                            str(crash)], capture_output=True, text=True)  # fmt: skip
+    mount = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=4m,mode=0700", "tmpfs", str(crash)],
+        capture_output=True,
+        text=True,
+    )
     assert mount.returncode == 0, mount.stderr
     try:
         (report,) = _run(crash, image)
         assert isinstance(report.error, InsufficientSpaceError), report
-        assert re.search(r"saving would cross the free-space reserve on .*tiny: expected "
-                         r"'\d+ bytes to write \+ 0 bytes reserve", str(report.error))  # fmt: skip
+        assert re.search(
+            r"saving would cross the free-space reserve on .*tiny: expected "
+            r"'\d+ bytes to write \+ 0 bytes reserve",
+            str(report.error),
+        )
         assert sorted(p.name for p in crash.iterdir()) == [".lock"]
     finally:
         subprocess.run(["umount", str(crash)], check=True)

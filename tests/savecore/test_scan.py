@@ -56,41 +56,55 @@ def test_formatted_device_has_no_dump(small_kernel: SyntheticKernel) -> None:
 def test_block_size_smaller_than_a_header(small_kernel: SyntheticKernel) -> None:
     device = MemoryDevice(64, block_size=512, name="tiny")
     label = PartitionLabel(uuid=uuid.uuid4(), block_count=64)
-    with pytest.raises(DeviceTooSmallError,
-                       match=r"block size cannot hold a dump header in field block_size on "
-                       r"tiny: expected '>= 1024', got 0x200"):  # fmt: skip
+    with pytest.raises(
+        DeviceTooSmallError,
+        match=r"block size cannot hold a dump header in field block_size on "
+        r"tiny: expected '>= 1024', got 0x200",
+    ):
         scan_device(device, label)
 
 
 def test_block_size_other_than_the_labels(small_kernel: SyntheticKernel) -> None:
     device = MemoryDevice(64, block_size=8192, name="big")
     label = PartitionLabel(uuid=uuid.uuid4(), block_count=64)
-    with pytest.raises(CorruptDataError, match=r"device block size differs from the label's "
-                       r"in field block_size on big: expected 0x1000, got 0x2000"):  # fmt: skip
+    with pytest.raises(
+        CorruptDataError,
+        match=r"device block size differs from the label's "
+        r"in field block_size on big: expected 0x1000, got 0x2000",
+    ):
         scan_device(device, label)
 
 
 def test_leading_header_outside_the_device() -> None:
     device = MemoryDevice(300, name="short")
     label = PartitionLabel(uuid=uuid.uuid4(), block_count=300, reserve_blocks=299)
-    with pytest.raises(OutOfBoundsError, match=r"leading dump header lies outside the device "
-                       r"\(lba 299\) on short: expected 'lba < 299', got 0x12b"):  # fmt: skip
+    with pytest.raises(
+        OutOfBoundsError,
+        match=r"leading dump header lies outside the device "
+        r"\(lba 299\) on short: expected 'lba < 299', got 0x12b",
+    ):
         scan_device(device, label)
 
 
 def test_header_of_another_partition(small_kernel: SyntheticKernel) -> None:
     device, label = _dumped(small_kernel, Knobs(codec="none"))
     other = dataclasses.replace(label, uuid=uuid.uuid4())
-    with pytest.raises(CorruptDataError, match=r"dump header does not match the device in "
-                       r"field partition_uuid on mem0"):  # fmt: skip
+    with pytest.raises(
+        CorruptDataError,
+        match=r"dump header does not match the device in "
+        r"field partition_uuid on mem0",
+    ):
         scan_device(device, other)
 
 
 def test_trailer_without_a_leading_header(small_kernel: SyntheticKernel) -> None:
     device, label = _dumped(small_kernel, Knobs(codec="none"))
     BlockIO(device).write(label.reserve_blocks, bytes(4096))
-    with pytest.raises(HeaderMismatchError, match=r"leading dump header is missing but the "
-                       r"trailer is valid in field magic at offset 0x100000 on mem0"):  # fmt: skip
+    with pytest.raises(
+        HeaderMismatchError,
+        match=r"leading dump header is missing but the "
+        r"trailer is valid in field magic at offset 0x100000 on mem0",
+    ):
         scan_device(device, label)
 
 
@@ -98,8 +112,11 @@ def test_trailer_checksum_is_checked_first(small_kernel: SyntheticKernel) -> Non
     device, label = _dumped(small_kernel, Knobs(codec="none", corrupt_trailer_crc=True))
     BlockIO(device).write(label.reserve_blocks, bytes(4096))  # the leading one is bad too
     trailer = (BLOCKS - 1) * 4096
-    with pytest.raises(ChecksumError, match=rf"dump header checksum mismatch in field header_crc "
-                       rf"at offset {trailer + 1020:#x} on mem0"):  # fmt: skip
+    with pytest.raises(
+        ChecksumError,
+        match=rf"dump header checksum mismatch in field header_crc "
+        rf"at offset {trailer + 1020:#x} on mem0",
+    ):
         scan_device(device, label)
 
 

@@ -35,7 +35,8 @@ def test_unit_passes_systemd_analyze_verify(tmp_path: Path) -> None:
     assert diskdump is not None
     unit = tmp_path / UNIT
     unit.write_text(_unit_text().replace("/usr/bin/diskdump", diskdump))
-    proc = subprocess.run([analyze, "verify", str(unit)], capture_output=True, text=True,
-                          timeout=60)  # fmt: skip
+    proc = subprocess.run(
+        [analyze, "verify", str(unit)], capture_output=True, text=True, timeout=60
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert proc.stderr.strip() == ""

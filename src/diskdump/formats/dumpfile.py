@@ -110,8 +110,9 @@ def opened_dump_file(path: str, *, private_key: object | None = None) -> Iterato
     with open(path, "rb") as file:
         first = file.read(HEADER_SIZE)
     if len(first) < HEADER_SIZE and first[: len(DUMP_HEADER_MAGIC)] == DUMP_HEADER_MAGIC:
-        raise TruncatedError("dump file is cut short", path=path, expected=HEADER_SIZE,
-                             found=len(first))  # fmt: skip
+        raise TruncatedError(
+            "dump file is cut short", path=path, expected=HEADER_SIZE, found=len(first)
+        )
     head = DumpHeader.unpack(first, device=path)  # NotThisFormatError for anything else
     if head.header_lba != 0:
         raise NotThisFormatError(

@@ -109,12 +109,30 @@ assert _HEAD.size == 200 and _UTS_OFFSET + _UTS.size <= _CRC_OFFSET
 
 #: the integer fields of _HEAD after partition_uuid, in order
 _INT_FIELDS = (
-    "block_size", "page_size", "device_blocks", "header_lba", "meta_lba", "meta_size",
-    "meta_crc", "codec", "data_lba", "data_end_lba", "max_chunk_blocks", "chunk_count",
-    "pages_planned", "pages_written", "max_pfn", "phys_base", "crash_time",
-    "dump_start_time", "dump_end_time", "nr_cpus", "crashing_cpu", "dump_level",
+    "block_size",
+    "page_size",
+    "device_blocks",
+    "header_lba",
+    "meta_lba",
+    "meta_size",
+    "meta_crc",
+    "codec",
+    "data_lba",
+    "data_end_lba",
+    "max_chunk_blocks",
+    "chunk_count",
+    "pages_planned",
+    "pages_written",
+    "max_pfn",
+    "phys_base",
+    "crash_time",
+    "dump_start_time",
+    "dump_end_time",
+    "nr_cpus",
+    "crashing_cpu",
+    "dump_level",
     "applied_level",
-)  # fmt: skip
+)
 _RECORD = struct.Struct("<HHI")
 #: metadata records are padded to this many bytes
 _RECORD_ALIGN = 8

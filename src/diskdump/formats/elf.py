@@ -181,10 +181,21 @@ class Elf64Ehdr:
     def pack(self) -> bytes:
         """Encode to :attr:`SIZE` bytes."""
         return _EHDR.pack(
-            self.e_ident, self.e_type, self.e_machine, self.e_version, self.e_entry,
-            self.e_phoff, self.e_shoff, self.e_flags, self.e_ehsize, self.e_phentsize,
-            self.e_phnum, self.e_shentsize, self.e_shnum, self.e_shstrndx,
-        )  # fmt: skip
+            self.e_ident,
+            self.e_type,
+            self.e_machine,
+            self.e_version,
+            self.e_entry,
+            self.e_phoff,
+            self.e_shoff,
+            self.e_flags,
+            self.e_ehsize,
+            self.e_phentsize,
+            self.e_phnum,
+            self.e_shentsize,
+            self.e_shnum,
+            self.e_shstrndx,
+        )
 
     @classmethod
     def for_core(cls, *, phnum: int, shoff: int = 0, flags: int = 0) -> Elf64Ehdr:
@@ -195,9 +206,21 @@ class Elf64Ehdr:
         """
         ident = ELF_MAGIC + bytes((ELFCLASS64, ELFDATA2LSB, EV_CURRENT)) + bytes(9)
         return cls(
-            ident, ET_CORE, EM_X86_64, EV_CURRENT, 0, cls.SIZE, shoff, flags, cls.SIZE,
-            Elf64Phdr.SIZE, phnum, Elf64Shdr.SIZE if shoff else 0, 1 if shoff else 0, 0,
-        )  # fmt: skip
+            ident,
+            ET_CORE,
+            EM_X86_64,
+            EV_CURRENT,
+            0,
+            cls.SIZE,
+            shoff,
+            flags,
+            cls.SIZE,
+            Elf64Phdr.SIZE,
+            phnum,
+            Elf64Shdr.SIZE if shoff else 0,
+            1 if shoff else 0,
+            0,
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -224,9 +247,15 @@ class Elf64Phdr:
     def pack(self) -> bytes:
         """Encode to :attr:`SIZE` bytes."""
         return _PHDR.pack(
-            self.p_type, self.p_flags, self.p_offset, self.p_vaddr,
-            self.p_paddr, self.p_filesz, self.p_memsz, self.p_align,
-        )  # fmt: skip
+            self.p_type,
+            self.p_flags,
+            self.p_offset,
+            self.p_vaddr,
+            self.p_paddr,
+            self.p_filesz,
+            self.p_memsz,
+            self.p_align,
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -255,9 +284,17 @@ class Elf64Shdr:
     def pack(self) -> bytes:
         """Encode to :attr:`SIZE` bytes."""
         return _SHDR.pack(
-            self.sh_name, self.sh_type, self.sh_flags, self.sh_addr, self.sh_offset,
-            self.sh_size, self.sh_link, self.sh_info, self.sh_addralign, self.sh_entsize,
-        )  # fmt: skip
+            self.sh_name,
+            self.sh_type,
+            self.sh_flags,
+            self.sh_addr,
+            self.sh_offset,
+            self.sh_size,
+            self.sh_link,
+            self.sh_info,
+            self.sh_addralign,
+            self.sh_entsize,
+        )
 
 
 def is_elf(f: BinaryIO) -> bool:
@@ -295,8 +332,9 @@ class _Backing:
     the vmcore. A read that does not fit one window is a ``pread``.
     """
 
-    def __init__(self, path: str, fd: int | None, buf: bytes | None, size: int, *,
-                 use_mmap: bool = False) -> None:  # fmt: skip
+    def __init__(
+        self, path: str, fd: int | None, buf: bytes | None, size: int, *, use_mmap: bool = False
+    ) -> None:
         self.path = path
         self.fd = fd
         self.buf = buf
@@ -414,9 +452,13 @@ def _check_ehdr(ehdr: Elf64Ehdr, path: str) -> None:
     ident = ehdr.e_ident
     if ident[: len(ELF_MAGIC)] != ELF_MAGIC:
         raise BadMagicError(
-            "not an elf file", path=path, offset=0, field="e_ident",
-            expected=ELF_MAGIC, found=ident[: len(ELF_MAGIC)],
-        )  # fmt: skip
+            "not an elf file",
+            path=path,
+            offset=0,
+            field="e_ident",
+            expected=ELF_MAGIC,
+            found=ident[: len(ELF_MAGIC)],
+        )
     checks = (
         (ident[EI_CLASS], ELFCLASS64, "EI_CLASS", EI_CLASS, "elf class is not 64-bit"),
         (ident[EI_DATA], ELFDATA2LSB, "EI_DATA", EI_DATA, "elf data is not little endian"),
@@ -430,14 +472,22 @@ def _check_ehdr(ehdr: Elf64Ehdr, path: str) -> None:
             )
     if ehdr.e_type != ET_CORE:
         raise NotThisFormatError(
-            "elf file is not a core dump", path=path, offset=E_TYPE_OFFSET, field="e_type",
-            expected=ET_CORE, found=ehdr.e_type,
-        )  # fmt: skip
+            "elf file is not a core dump",
+            path=path,
+            offset=E_TYPE_OFFSET,
+            field="e_type",
+            expected=ET_CORE,
+            found=ehdr.e_type,
+        )
     if ehdr.e_phentsize != Elf64Phdr.SIZE:
         raise CorruptDataError(
-            "bad program header size", path=path, offset=E_PHENTSIZE_OFFSET, field="e_phentsize",
-            expected=Elf64Phdr.SIZE, found=ehdr.e_phentsize,
-        )  # fmt: skip
+            "bad program header size",
+            path=path,
+            offset=E_PHENTSIZE_OFFSET,
+            field="e_phentsize",
+            expected=Elf64Phdr.SIZE,
+            found=ehdr.e_phentsize,
+        )
 
 
 def _program_header_count(ehdr: Elf64Ehdr, backing: _Backing) -> int:
@@ -446,17 +496,23 @@ def _program_header_count(ehdr: Elf64Ehdr, backing: _Backing) -> int:
     if phnum == PN_XNUM:
         if ehdr.e_shoff == 0 or ehdr.e_shentsize < Elf64Shdr.SIZE:
             raise CorruptDataError(
-                "e_phnum is PN_XNUM but there is no section header 0", path=backing.path,
-                offset=E_SHOFF_OFFSET, field="e_shoff", found=ehdr.e_shoff,
-            )  # fmt: skip
+                "e_phnum is PN_XNUM but there is no section header 0",
+                path=backing.path,
+                offset=E_SHOFF_OFFSET,
+                field="e_shoff",
+                found=ehdr.e_shoff,
+            )
         raw = backing.read(ehdr.e_shoff, Elf64Shdr.SIZE, "section header 0")
         phnum = Elf64Shdr.unpack(raw).sh_info
         log.debug("%s: extended numbering, %d program headers", backing.path, phnum)
     if phnum == 0:
         raise CorruptDataError(
-            "elf core has no program headers", path=backing.path, offset=E_PHNUM_OFFSET,
-            field="e_phnum", found=phnum,
-        )  # fmt: skip
+            "elf core has no program headers",
+            path=backing.path,
+            offset=E_PHNUM_OFFSET,
+            field="e_phnum",
+            found=phnum,
+        )
     return phnum
 
 
@@ -465,10 +521,13 @@ def _read_program_headers(ehdr: Elf64Ehdr, backing: _Backing) -> list[Elf64Phdr]
     table_size = phnum * Elf64Phdr.SIZE
     if ehdr.e_phoff + table_size > backing.size:
         raise TruncatedError(
-            "program headers run past the end of the file", path=backing.path,
-            offset=ehdr.e_phoff, field="e_phoff",
-            expected=f"end <= {backing.size:#x}", found=f"end {ehdr.e_phoff + table_size:#x}",
-        )  # fmt: skip
+            "program headers run past the end of the file",
+            path=backing.path,
+            offset=ehdr.e_phoff,
+            field="e_phoff",
+            expected=f"end <= {backing.size:#x}",
+            found=f"end {ehdr.e_phoff + table_size:#x}",
+        )
     raw = backing.read(ehdr.e_phoff, table_size, "program headers")
     return [Elf64Phdr(*fields) for fields in _PHDR.iter_unpack(raw)]
 
@@ -478,10 +537,13 @@ def _check_segment(ph: Elf64Phdr, index: int, phoff: int, backing: _Backing, cla
     where = phoff + index * Elf64Phdr.SIZE
     if ph.p_type == PhdrType.PT_LOAD and ph.p_filesz > ph.p_memsz:
         raise CorruptDataError(
-            f"program header {index} holds more file data than memory", path=backing.path,
-            offset=where, field="p_filesz", expected=f"<= p_memsz {ph.p_memsz:#x}",
+            f"program header {index} holds more file data than memory",
+            path=backing.path,
+            offset=where,
+            field="p_filesz",
+            expected=f"<= p_memsz {ph.p_memsz:#x}",
             found=ph.p_filesz,
-        )  # fmt: skip
+        )
     end = ph.p_offset + ph.p_filesz
     if end <= backing.size:
         return ph.p_filesz
@@ -490,10 +552,13 @@ def _check_segment(ph: Elf64Phdr, index: int, phoff: int, backing: _Backing, cla
         log.warning("%s: incomplete dump, segment %d cut at %#x", backing.path, index, held)
         return held
     raise TruncatedError(
-        f"program header {index} data runs past the end of the file", path=backing.path,
-        offset=where, field="p_filesz",
-        expected=f"end <= {backing.size:#x}", found=f"end {end:#x} (p_offset {ph.p_offset:#x})",
-    )  # fmt: skip
+        f"program header {index} data runs past the end of the file",
+        path=backing.path,
+        offset=where,
+        field="p_filesz",
+        expected=f"end <= {backing.size:#x}",
+        found=f"end {end:#x} (p_offset {ph.p_offset:#x})",
+    )
 
 
 def _read_notes(phdrs: Sequence[Elf64Phdr], backing: _Backing) -> bytes:

@@ -132,9 +132,11 @@ def _write_pages(
         data = source.read_pages(pfn, count)
         if len(data) != count * page_size:
             raise CorruptDataError(
-                "memory source returned a short page read", field="pfn",
-                expected=count * page_size, found=len(data),
-            )  # fmt: skip
+                "memory source returned a short page read",
+                field="pfn",
+                expected=count * page_size,
+                found=len(data),
+            )
         out.write(data)
         done += len(data)
         if progress is not None:

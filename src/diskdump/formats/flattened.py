@@ -124,15 +124,23 @@ class FlattenedView:
         signature, ftype, version = _HEAD.unpack_from(head)
         if signature != FLAT_SIGNATURE:
             raise BadMagicError(
-                "not a flattened dump", path=self.path, offset=0,
-                field="signature", expected=FLAT_SIGNATURE, found=signature,
-            )  # fmt: skip
+                "not a flattened dump",
+                path=self.path,
+                offset=0,
+                field="signature",
+                expected=FLAT_SIGNATURE,
+                found=signature,
+            )
         for name, value, offset in (("type", ftype, 16), ("version", version, 24)):
             if value != FLAT_TYPE:
                 raise UnsupportedVersionError(
-                    f"flattened header {name} not supported", path=self.path,
-                    offset=offset, field=name, expected=FLAT_TYPE, found=value,
-                )  # fmt: skip
+                    f"flattened header {name} not supported",
+                    path=self.path,
+                    offset=offset,
+                    field=name,
+                    expected=FLAT_TYPE,
+                    found=value,
+                )
 
     def _index(self) -> int:
         pos = FLAT_HEADER_SIZE
@@ -140,25 +148,33 @@ class FlattenedView:
         while True:
             if pos + _RECORD.size > self._file_size:
                 raise TruncatedError(
-                    "flattened stream ends without its end marker", path=self.path,
-                    offset=pos, expected="offset -1, buf_size -1",
-                )  # fmt: skip
+                    "flattened stream ends without its end marker",
+                    path=self.path,
+                    offset=pos,
+                    expected="offset -1, buf_size -1",
+                )
             offset, size = _RECORD.unpack(os.pread(self.fd, _RECORD.size, pos))
             if offset == FLAT_END and size == FLAT_END:
                 return count
             if offset < 0 or size <= 0:
                 raise CorruptDataError(
-                    "flattened record header is invalid", path=self.path, offset=pos,
+                    "flattened record header is invalid",
+                    path=self.path,
+                    offset=pos,
                     field="offset" if offset < 0 else "buf_size",
-                    expected=">= 0" if offset < 0 else "> 0", found=offset if offset < 0 else size,
-                )  # fmt: skip
+                    expected=">= 0" if offset < 0 else "> 0",
+                    found=offset if offset < 0 else size,
+                )
             payload = pos + _RECORD.size
             if payload + size > self._file_size:
                 raise TruncatedError(
-                    "flattened record runs past the end of the stream", path=self.path,
-                    offset=pos, field="buf_size",
-                    expected=f"end <= {self._file_size:#x}", found=f"end {payload + size:#x}",
-                )  # fmt: skip
+                    "flattened record runs past the end of the stream",
+                    path=self.path,
+                    offset=pos,
+                    field="buf_size",
+                    expected=f"end <= {self._file_size:#x}",
+                    found=f"end {payload + size:#x}",
+                )
             self._insert(offset, offset + size, payload)
             pos = payload + size
             count += 1
@@ -214,16 +230,23 @@ class FlattenedView:
                 gap_end = min(seg_start, end)
                 if not zero_gaps:
                     raise TruncatedError(
-                        "flattened stream holds no data for this range", path=self.path,
-                        offset=pos, expected=f"records up to {end:#x}",
+                        "flattened stream holds no data for this range",
+                        path=self.path,
+                        offset=pos,
+                        expected=f"records up to {end:#x}",
                         found=f"none before {seg_start:#x}",
-                    )  # fmt: skip
+                    )
                 out += bytes(gap_end - pos)
                 pos = gap_end
                 continue
             take = min(end, self._ends[index]) - pos
-            out += read_at(self.fd, self._where[index] + pos - seg_start, take,
-                           what="flattened record", path=self.path)  # fmt: skip
+            out += read_at(
+                self.fd,
+                self._where[index] + pos - seg_start,
+                take,
+                what="flattened record",
+                path=self.path,
+            )
             pos += take
             index += 1
         return bytes(out)
@@ -239,8 +262,9 @@ def reassemble(view: FlattenedView, out_fd: int, *, chunk_size: int = RECORD_SIZ
     for start, end, where in view.segments():
         for pos in range(start, end, chunk_size):
             take = min(chunk_size, end - pos)
-            data = read_at(view.fd, where + pos - start, take, what="flattened record",
-                           path=view.path)  # fmt: skip
+            data = read_at(
+                view.fd, where + pos - start, take, what="flattened record", path=view.path
+            )
             os.pwrite(out_fd, data, pos)
     os.ftruncate(out_fd, view.size)
     return view.size

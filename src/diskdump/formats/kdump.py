@@ -185,11 +185,22 @@ class DiskDumpHeader:
     def pack(self) -> bytes:
         """Encode to 464 bytes."""
         return _HEADER.pack(
-            self.signature, self.header_version, self.utsname, self.tv_sec, self.tv_usec,
-            self.status, self.block_size, self.sub_hdr_size, self.bitmap_blocks,
-            self.max_mapnr, self.total_ram_blocks, self.device_blocks, self.written_blocks,
-            self.current_cpu, self.nr_cpus,
-        )  # fmt: skip
+            self.signature,
+            self.header_version,
+            self.utsname,
+            self.tv_sec,
+            self.tv_usec,
+            self.status,
+            self.block_size,
+            self.sub_hdr_size,
+            self.bitmap_blocks,
+            self.max_mapnr,
+            self.total_ram_blocks,
+            self.device_blocks,
+            self.written_blocks,
+            self.current_cpu,
+            self.nr_cpus,
+        )
 
     @property
     def uts(self) -> NewUtsname:
@@ -237,11 +248,21 @@ class KdumpSubHeader:
     def pack(self) -> bytes:
         """Encode to 104 bytes."""
         return _SUB_HEADER.pack(
-            self.phys_base, self.dump_level, self.split, self.start_pfn, self.end_pfn,
-            self.offset_vmcoreinfo, self.size_vmcoreinfo, self.offset_note, self.size_note,
-            self.offset_eraseinfo, self.size_eraseinfo, self.start_pfn_64, self.end_pfn_64,
+            self.phys_base,
+            self.dump_level,
+            self.split,
+            self.start_pfn,
+            self.end_pfn,
+            self.offset_vmcoreinfo,
+            self.size_vmcoreinfo,
+            self.offset_note,
+            self.size_note,
+            self.offset_eraseinfo,
+            self.size_eraseinfo,
+            self.start_pfn_64,
+            self.end_pfn_64,
             self.max_mapnr_64,
-        )  # fmt: skip
+        )
 
 
 def sub_header_fields(header_version: int) -> int:

@@ -200,8 +200,14 @@ class KdumpFile:
                 field="sub_hdr_size" if header.sub_hdr_size < 1 else "bitmap_blocks",
                 found=header.sub_hdr_size if header.sub_hdr_size < 1 else header.bitmap_blocks,
             )
-        check_range(0, (1 + header.sub_hdr_size) * header.block_size, self.view.size,
-                    what="kdump sub-header area", path=self.path, field="sub_hdr_size")  # fmt: skip
+        check_range(
+            0,
+            (1 + header.sub_hdr_size) * header.block_size,
+            self.view.size,
+            what="kdump sub-header area",
+            path=self.path,
+            field="sub_hdr_size",
+        )
 
     def _read_bitmaps(self) -> None:
         header = self.header
@@ -220,8 +226,14 @@ class KdumpFile:
         self.bitmap2_offset = self.bitmap1_offset + half_size
         self.desc_offset = self.bitmap1_offset + header.bitmap_blocks * bs
         # crash maps the whole bitmap area: the file must reach the end of the 2nd bitmap
-        check_range(self.bitmap1_offset, 2 * half_size, self.view.size,
-                    what="kdump bitmaps", path=self.path, field="bitmap_blocks")  # fmt: skip
+        check_range(
+            self.bitmap1_offset,
+            2 * half_size,
+            self.view.size,
+            what="kdump bitmaps",
+            path=self.path,
+            field="bitmap_blocks",
+        )
         self.bitmap1 = self.view.pread(self.bitmap1_offset, needed)
         self.bitmap2 = self.view.pread(self.bitmap2_offset, needed)
         self._prefix = array("Q")
@@ -237,8 +249,14 @@ class KdumpFile:
     def _region(self, offset: int, size: int, min_version: int, name: str) -> bytes:
         if self.header.header_version < min_version or offset == 0 or size == 0:
             return b""
-        check_range(offset, size, self.view.size, what=f"kdump {name} area",
-                    path=self.path, field=f"offset_{name}")  # fmt: skip
+        check_range(
+            offset,
+            size,
+            self.view.size,
+            what=f"kdump {name} area",
+            path=self.path,
+            field=f"offset_{name}",
+        )
         return self.view.pread(offset, size)
 
     # -- descriptor index ------------------------------------------------------------------
@@ -260,8 +278,13 @@ class KdumpFile:
         start = self.desc_offset + index * PageDesc.SIZE
         available = max(0, min(count, (self.view.size - start) // PageDesc.SIZE))
         if available < count and not self.incomplete:
-            check_range(start, count * PageDesc.SIZE, self.view.size,
-                        what="page descriptor array", path=self.path)  # fmt: skip
+            check_range(
+                start,
+                count * PageDesc.SIZE,
+                self.view.size,
+                what="page descriptor array",
+                path=self.path,
+            )
         raw = self.view.pread(start, available * PageDesc.SIZE) if available else b""
         descs = [PageDesc(*fields) for fields in PageDesc.STRUCT.iter_unpack(raw)]
         descs.extend(PageDesc(0, 0, 0) for _ in range(count - available))
@@ -279,8 +302,12 @@ class KdumpFile:
                 count = min(_SCAN_DESCS, run.pages - chunk)
                 written = self._desc_written(base + chunk, count)
                 held.extend(_nonzero_runs(written, run.start_pfn + chunk))
-        log.info("%s: incomplete dump, %d of %d descriptors written", self.path,
-                 sum(r.pages for r in held), self.desc_count)  # fmt: skip
+        log.info(
+            "%s: incomplete dump, %d of %d descriptors written",
+            self.path,
+            sum(r.pages for r in held),
+            self.desc_count,
+        )
         return merge_runs(held)
 
     def _desc_written(self, index: int, count: int) -> Sequence[bool]:
@@ -348,14 +375,19 @@ class KdumpFile:
         end = pfn + count
         if pfn < 0 or count < 0 or end > self._max_mapnr:
             raise ExcludedPageError(
-                "page lies beyond max_mapnr", path=self.path, field="pfn",
-                expected=f"< {self._max_mapnr:#x}", found=end - 1,
-            )  # fmt: skip
+                "page lies beyond max_mapnr",
+                path=self.path,
+                field="pfn",
+                expected=f"< {self._max_mapnr:#x}",
+                found=end - 1,
+            )
         if self.desc_index(end) - self.desc_index(pfn) != count:
             raise ExcludedPageError(
                 "page is not in the dump (excluded or a memory hole)",
-                path=self.path, field="pfn", found=_first_clear(self.bitmap2, pfn, end),
-            )  # fmt: skip
+                path=self.path,
+                field="pfn",
+                found=_first_clear(self.bitmap2, pfn, end),
+            )
 
     def _iter_page_data(self, pfn: int, descs: list[PageDesc]) -> Iterator[bytes]:
         bs = self.header.block_size
@@ -363,9 +395,11 @@ class KdumpFile:
             unwritten = desc.offset + desc.size > self.view.size and self.incomplete
             if desc.offset == 0 or unwritten:
                 raise ExcludedPageError(
-                    "page was never written (incomplete dump)", path=self.path,
-                    field="pfn", found=pfn + number,
-                )  # fmt: skip
+                    "page was never written (incomplete dump)",
+                    path=self.path,
+                    field="pfn",
+                    found=pfn + number,
+                )
             self._check_desc(desc, pfn + number)
             raw = self.view.pread(desc.offset, desc.size)
             if desc.flags == 0:
@@ -375,9 +409,13 @@ class KdumpFile:
                 yield self._codecs[desc.flags].decompress(raw, bs)
             except CorruptDataError as err:
                 raise CorruptDataError(
-                    f"page {pfn + number:#x}: {err.what}", path=self.path, offset=desc.offset,
-                    field="page data", expected=err.expected, found=err.found,
-                ) from err  # fmt: skip
+                    f"page {pfn + number:#x}: {err.what}",
+                    path=self.path,
+                    offset=desc.offset,
+                    field="page data",
+                    expected=err.expected,
+                    found=err.found,
+                ) from err
 
     def _check_desc(self, desc: PageDesc, pfn: int) -> None:
         bs = self.header.block_size
@@ -390,10 +428,12 @@ class KdumpFile:
             problem = ("offset", "page data lie outside the file", desc.offset)
         if problem is not None:
             raise CorruptDataError(
-                f"page {pfn:#x}: {problem[1]}", path=self.path,
+                f"page {pfn:#x}: {problem[1]}",
+                path=self.path,
                 offset=self.desc_offset + self.desc_index(pfn) * PageDesc.SIZE,
-                field=problem[0], found=problem[2],
-            )  # fmt: skip
+                field=problem[0],
+                found=problem[2],
+            )
 
 
 def _nonzero_runs(written: Sequence[bool], pfn0: int) -> list[PfnRun]:
@@ -430,9 +470,12 @@ def validate_kdump(kfile: KdumpFile, *, decompress: bool = True) -> int:
     if second & ~first:
         bad = (second & ~first) & -(second & ~first)
         raise CorruptDataError(
-            "2nd bitmap holds a pfn the 1st does not", path=kfile.path,
-            offset=kfile.bitmap2_offset, field="bitmap", found=bad.bit_length() - 1,
-        )  # fmt: skip
+            "2nd bitmap holds a pfn the 1st does not",
+            path=kfile.path,
+            offset=kfile.bitmap2_offset,
+            field="bitmap",
+            found=bad.bit_length() - 1,
+        )
     checked = 0
     for run in bitmap_to_runs(kfile.bitmap2, kfile.max_pfn):
         pfn = run.start_pfn

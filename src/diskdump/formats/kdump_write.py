@@ -195,10 +195,16 @@ def write_kdump(
     os.pwrite(fd, sub.pack() + notes, layout.page_size)
     file_size = max(end, layout.desc_offset)
     os.ftruncate(fd, file_size)
-    log.info("kdump: %d pages, %d compressed, %d zero, %d bytes", layout.pages,
-             pages.compressed, pages.zero, file_size)  # fmt: skip
-    return KdumpWriteResult(layout.pages, pages.compressed, pages.zero,
-                            pages.cursor - layout.data_offset, file_size)  # fmt: skip
+    log.info(
+        "kdump: %d pages, %d compressed, %d zero, %d bytes",
+        layout.pages,
+        pages.compressed,
+        pages.zero,
+        file_size,
+    )
+    return KdumpWriteResult(
+        layout.pages, pages.compressed, pages.zero, pages.cursor - layout.data_offset, file_size
+    )
 
 
 def _plan(page_size: int, max_mapnr: int, notes_size: int, pages: int) -> _Layout:
@@ -307,9 +313,11 @@ class _PageWriter:
                 raw = source.read_pages(pfn, count)
                 if len(raw) != count * size:
                     raise CorruptDataError(
-                        "memory source returned a short page read", field="pfn",
-                        expected=count * size, found=len(raw),
-                    )  # fmt: skip
+                        "memory source returned a short page read",
+                        field="pfn",
+                        expected=count * size,
+                        found=len(raw),
+                    )
                 yield [raw[i * size : (i + 1) * size] for i in range(count)]
 
     def _encode(self, page: bytes) -> bytes | bytearray | None:

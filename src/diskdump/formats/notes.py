@@ -136,9 +136,14 @@ def iter_notes(
         if offset + NOTE_HEADER_SIZE > end:
             if any(view[offset:]):
                 raise _note_error(
-                    "note header is cut short", base_offset, offset, "n_namesz",
-                    NOTE_HEADER_SIZE, end, path,
-                )  # fmt: skip
+                    "note header is cut short",
+                    base_offset,
+                    offset,
+                    "n_namesz",
+                    NOTE_HEADER_SIZE,
+                    end,
+                    path,
+                )
             return
         namesz, descsz, ntype = _NHDR.unpack_from(view, offset)
         if namesz == 0:
@@ -148,15 +153,25 @@ def iter_notes(
         name_off = offset + NOTE_HEADER_SIZE
         if name_off + namesz > end:
             raise _note_error(
-                "note name runs past the end of the notes", base_offset, name_off, "n_namesz",
-                namesz, end, path,
-            )  # fmt: skip
+                "note name runs past the end of the notes",
+                base_offset,
+                name_off,
+                "n_namesz",
+                namesz,
+                end,
+                path,
+            )
         desc_off = name_off + align_up(namesz, NOTE_ALIGN)
         if desc_off + descsz > end:
             raise _note_error(
-                "note descriptor runs past the end of the notes", base_offset, desc_off,
-                "n_descsz", descsz, end, path,
-            )  # fmt: skip
+                "note descriptor runs past the end of the notes",
+                base_offset,
+                desc_off,
+                "n_descsz",
+                descsz,
+                end,
+                path,
+            )
         raw_name = bytes(view[name_off : name_off + namesz])
         name = raw_name.split(b"\0", 1)[0].decode("latin-1")
         yield Note(name, ntype, bytes(view[desc_off : desc_off + descsz]), desc_off)
@@ -187,10 +202,34 @@ def pack_note(name: str, type: int, desc: bytes | bytearray | memoryview) -> byt
 
 #: names of the 27 ``pr_reg`` slots (``struct user_regs_struct``, arch/x86/include/asm/user_64.h)
 PRSTATUS_REGISTERS: tuple[str, ...] = (
-    "r15", "r14", "r13", "r12", "rbp", "rbx", "r11", "r10", "r9", "r8",
-    "rax", "rcx", "rdx", "rsi", "rdi", "orig_rax", "rip", "cs", "eflags", "rsp",
-    "ss", "fs_base", "gs_base", "ds", "es", "fs", "gs",
-)  # fmt: skip
+    "r15",
+    "r14",
+    "r13",
+    "r12",
+    "rbp",
+    "rbx",
+    "r11",
+    "r10",
+    "r9",
+    "r8",
+    "rax",
+    "rcx",
+    "rdx",
+    "rsi",
+    "rdi",
+    "orig_rax",
+    "rip",
+    "cs",
+    "eflags",
+    "rsp",
+    "ss",
+    "fs_base",
+    "gs_base",
+    "ds",
+    "es",
+    "fs",
+    "gs",
+)
 _NREGS = len(PRSTATUS_REGISTERS)
 _RIP = PRSTATUS_REGISTERS.index("rip")
 _RSP = PRSTATUS_REGISTERS.index("rsp")
@@ -249,23 +288,44 @@ class PrStatus:
             )
         v = _PRSTATUS.unpack(buf)
         return cls(
-            si_signo=v[0], si_code=v[1], si_errno=v[2], pr_cursig=v[3],
-            pr_sigpend=v[4], pr_sighold=v[5],
-            pr_pid=v[6], pr_ppid=v[7], pr_pgrp=v[8], pr_sid=v[9],
-            pr_utime=(v[10], v[11]), pr_stime=(v[12], v[13]),
-            pr_cutime=(v[14], v[15]), pr_cstime=(v[16], v[17]),
-            pr_reg=tuple(v[18 : 18 + _NREGS]), pr_fpvalid=v[18 + _NREGS],
-        )  # fmt: skip
+            si_signo=v[0],
+            si_code=v[1],
+            si_errno=v[2],
+            pr_cursig=v[3],
+            pr_sigpend=v[4],
+            pr_sighold=v[5],
+            pr_pid=v[6],
+            pr_ppid=v[7],
+            pr_pgrp=v[8],
+            pr_sid=v[9],
+            pr_utime=(v[10], v[11]),
+            pr_stime=(v[12], v[13]),
+            pr_cutime=(v[14], v[15]),
+            pr_cstime=(v[16], v[17]),
+            pr_reg=tuple(v[18 : 18 + _NREGS]),
+            pr_fpvalid=v[18 + _NREGS],
+        )
 
     def pack(self) -> bytes:
         """Encode to the 336-byte descriptor (padding bytes zero)."""
         return _PRSTATUS.pack(
-            self.si_signo, self.si_code, self.si_errno, self.pr_cursig,
-            self.pr_sigpend, self.pr_sighold,
-            self.pr_pid, self.pr_ppid, self.pr_pgrp, self.pr_sid,
-            *self.pr_utime, *self.pr_stime, *self.pr_cutime, *self.pr_cstime,
-            *self.pr_reg, self.pr_fpvalid,
-        )  # fmt: skip
+            self.si_signo,
+            self.si_code,
+            self.si_errno,
+            self.pr_cursig,
+            self.pr_sigpend,
+            self.pr_sighold,
+            self.pr_pid,
+            self.pr_ppid,
+            self.pr_pgrp,
+            self.pr_sid,
+            *self.pr_utime,
+            *self.pr_stime,
+            *self.pr_cutime,
+            *self.pr_cstime,
+            *self.pr_reg,
+            self.pr_fpvalid,
+        )
 
     @classmethod
     def from_registers(cls, pr_pid: int, **registers: int) -> PrStatus:

@@ -286,18 +286,35 @@ class PartitionLabel:
         """
         checks = (
             ("block_size", self.block_size == BLOCK_SIZE, BLOCK_SIZE, self.block_size),
-            ("pattern_period_blocks", 1 <= self.pattern_period_blocks <= MAX_PERIOD_BLOCKS,
-             f"1..{MAX_PERIOD_BLOCKS}", self.pattern_period_blocks),
-            ("reserve_blocks", self.reserve_blocks >= DEFAULT_RESERVE_BLOCKS,
-             f">= {DEFAULT_RESERVE_BLOCKS}", self.reserve_blocks),
-            ("block_count", self.block_count >= self.reserve_blocks + MIN_DATA_BLOCKS,
-             f">= reserve_blocks + {MIN_DATA_BLOCKS}", self.block_count),
-        )  # fmt: skip
+            (
+                "pattern_period_blocks",
+                1 <= self.pattern_period_blocks <= MAX_PERIOD_BLOCKS,
+                f"1..{MAX_PERIOD_BLOCKS}",
+                self.pattern_period_blocks,
+            ),
+            (
+                "reserve_blocks",
+                self.reserve_blocks >= DEFAULT_RESERVE_BLOCKS,
+                f">= {DEFAULT_RESERVE_BLOCKS}",
+                self.reserve_blocks,
+            ),
+            (
+                "block_count",
+                self.block_count >= self.reserve_blocks + MIN_DATA_BLOCKS,
+                f">= reserve_blocks + {MIN_DATA_BLOCKS}",
+                self.block_count,
+            ),
+        )
         for name, ok, expected, found in checks:
             if not ok:
-                raise CorruptDataError("impossible partition label value", field=name,
-                                       device=device, offset=offset, expected=expected,
-                                       found=found)  # fmt: skip
+                raise CorruptDataError(
+                    "impossible partition label value",
+                    field=name,
+                    device=device,
+                    offset=offset,
+                    expected=expected,
+                    found=found,
+                )
 
 
 #: (error class, message, field, offset of the field in the label, expected-value) rows
@@ -309,22 +326,46 @@ def _check_envelope(raw: bytes, fields: dict[str, Any], *, device: str | None, o
     actual = checksum32(raw[:_CHECKSUM_OFFSET])
     bad = "impossible partition label value"
     rows: tuple[tuple[bool, _Check], ...] = (
-        (fields["magic"] == LABEL_MAGIC,
-         (BadMagicError, "no diskdump partition label", "magic", 0x00, LABEL_MAGIC)),
-        (fields["version"] == LABEL_VERSION and fields["label_size"] == LABEL_SIZE,
-         (UnsupportedVersionError, "unsupported partition label version", "version", 0x08,
-          LABEL_VERSION)),
-        (fields["checksum"] == actual,
-         (ChecksumError, "partition label checksum mismatch", "checksum", _CHECKSUM_OFFSET,
-          actual)),
-        (fields["pattern_kind"] in _KINDS,
-         (CorruptDataError, bad, "pattern_kind", 0x40, sorted(_KINDS))),
+        (
+            fields["magic"] == LABEL_MAGIC,
+            (BadMagicError, "no diskdump partition label", "magic", 0x00, LABEL_MAGIC),
+        ),
+        (
+            fields["version"] == LABEL_VERSION and fields["label_size"] == LABEL_SIZE,
+            (
+                UnsupportedVersionError,
+                "unsupported partition label version",
+                "version",
+                0x08,
+                LABEL_VERSION,
+            ),
+        ),
+        (
+            fields["checksum"] == actual,
+            (
+                ChecksumError,
+                "partition label checksum mismatch",
+                "checksum",
+                _CHECKSUM_OFFSET,
+                actual,
+            ),
+        ),
+        (
+            fields["pattern_kind"] in _KINDS,
+            (CorruptDataError, bad, "pattern_kind", 0x40, sorted(_KINDS)),
+        ),
         (fields["copy"] in _COPIES, (CorruptDataError, bad, "copy", 0x44, sorted(_COPIES))),
-    )  # fmt: skip
+    )
     for ok, (error, what, name, field_offset, expected) in rows:
         if not ok:
-            raise error(what, field=name, offset=offset + field_offset, expected=expected,
-                        found=fields[name], device=device)  # fmt: skip
+            raise error(
+                what,
+                field=name,
+                offset=offset + field_offset,
+                expected=expected,
+                found=fields[name],
+                device=device,
+            )
 
 
 assert PartitionLabel.SIZE == LABEL_SIZE

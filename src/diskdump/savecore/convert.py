@@ -212,11 +212,16 @@ class _Options:
 
     def check(self, out: object) -> None:
         if self.format not in FORMATS:
-            raise ConfigError("unknown output format", field="format",
-                              expected=list(FORMATS), found=self.format)  # fmt: skip
+            raise ConfigError(
+                "unknown output format", field="format", expected=list(FORMATS), found=self.format
+            )
         if self.compress not in CODEC_NAMES:
-            raise ConfigError("unknown page codec", field="compress",
-                              expected=list(CODEC_NAMES), found=self.compress)  # fmt: skip
+            raise ConfigError(
+                "unknown page codec",
+                field="compress",
+                expected=list(CODEC_NAMES),
+                found=self.compress,
+            )
         if self.format == "kdump":
             get_codec(self.compress).check_available()
         elif self.compress not in ("none", "zlib"):

@@ -132,5 +132,12 @@ def decrypt_dump_file(
             raise OutputExistsError("output exists", path=out, hint="pass --force")
         verify_unread_chunks(image)
         level = DUMP_LEVEL_ZERO if format == "kdump" else _ELF_LEVEL
-        return convert(image, out, format=format, compress=compress, level=level,
-                       overwrite=overwrite, progress=progress)  # fmt: skip
+        return convert(
+            image,
+            out,
+            format=format,
+            compress=compress,
+            level=level,
+            overwrite=overwrite,
+            progress=progress,
+        )

@@ -119,8 +119,10 @@ def render_info_text(info: Mapping[str, Any]) -> str:
     crypt = info.get("encryption")
     if crypt:
         state = "decrypted with the private key" if crypt["saved_decrypted"] else "kept encrypted"
-        lines.append(f"encryption:     {crypt['cipher']}, key {crypt['key_id']} "
-                     f"({crypt['key_wrap']}), {state}")  # fmt: skip
+        lines.append(
+            f"encryption:     {crypt['cipher']}, key {crypt['key_id']} "
+            f"({crypt['key_wrap']}), {state}"
+        )
         if crypt.get("note"):
             lines.append(f"                {crypt['note']}")
     if info["missing"]:

@@ -189,12 +189,15 @@ class SaveOptions:
         :raises CodecUnavailableError: the codec's optional library is not installed
         """
         if self.format not in FORMATS:
-            raise ConfigError("unknown output format", field="format",
-                              expected=list(FORMATS), found=self.format)  # fmt: skip
+            raise ConfigError(
+                "unknown output format", field="format", expected=list(FORMATS), found=self.format
+            )
         if self.min_free < 0 or self.max_dumps < 0:
-            raise ConfigError("min_free and max_dumps must not be negative",
-                              field="min_free/max_dumps",
-                              found=(self.min_free, self.max_dumps))  # fmt: skip
+            raise ConfigError(
+                "min_free and max_dumps must not be negative",
+                field="min_free/max_dumps",
+                found=(self.min_free, self.max_dumps),
+            )
         if not self.dir:
             raise ConfigError("no crash directory given", field="dir")
         if self.format == "kdump":
@@ -287,8 +290,11 @@ def run_savecore(
     options.validate()
     key = read_private_key(options.decrypt_with) if options.decrypt_with else None
     if not devices:
-        raise ConfigError("no dump device given", field="device",
-                          hint="--device DEV, or [[device]] in /etc/diskdump.toml")  # fmt: skip
+        raise ConfigError(
+            "no dump device given",
+            field="device",
+            hint="--device DEV, or [[device]] in /etc/diskdump.toml",
+        )
     policy = StorePolicy(min_free=options.min_free, max_dumps=options.max_dumps)
     with CrashDirectory(options.dir, policy) as crash:
         crash.clean_partials()
@@ -359,8 +365,9 @@ def _extents_of(
         isinstance(e, list) and len(e) == 2 and all(isinstance(v, int) for v in e) for e in recorded
     ):
         return [BlockExtent(lba, blocks) for lba, blocks in recorded]
-    _log.warning("%s: no extents recorded for dump %s; using the header's",
-                 device.name, found.dump_id)  # fmt: skip
+    _log.warning(
+        "%s: no extents recorded for dump %s; using the header's", device.name, found.dump_id
+    )
     return [BlockExtent(lba, blocks) for lba, blocks in found.header.extents()]
 
 
@@ -425,8 +432,9 @@ def _write_save(
     except NotThisFormatError as err:
         # a header and nothing readable behind it: cut short before its metadata
         _log.warning("%s: nothing to save: %s", device.name, err)
-        report = DeviceReport(found.device, Outcome.NO_DUMP, found.dump_id,
-                              reason=f"unusable dump: {err.what}")  # fmt: skip
+        report = DeviceReport(
+            found.device, Outcome.NO_DUMP, found.dump_id, reason=f"unusable dump: {err.what}"
+        )
         return report, [BlockExtent(lba, n) for lba, n in found.header.extents()]
     extents = [BlockExtent(lba, blocks) for lba, blocks in image.used_extents()]
     problems = [*found.problems, *_missing(image)]  # scan.py already names header oddities
@@ -444,8 +452,14 @@ def _write_save(
     _step("renamed")
     incomplete = bool(info["incomplete"])
     outcome = Outcome.SAVED_INCOMPLETE if incomplete else Outcome.SAVED
-    report = DeviceReport(found.device, outcome, found.dump_id, name, problems=tuple(problems),
-                          vmcore_size=info["vmcore"]["size"])  # fmt: skip
+    report = DeviceReport(
+        found.device,
+        outcome,
+        found.dump_id,
+        name,
+        problems=tuple(problems),
+        vmcore_size=info["vmcore"]["size"],
+    )
     return report, extents
 
 
@@ -493,8 +507,12 @@ def _write_locked_files(
         size = os.fstat(out.fileno()).st_size
     _step("vmcore-written")
     info = build_info(found, image, options, problems, extents, size)
-    info["vmcore"] = {"file": ENCRYPTED_NAME, "format": ENCRYPTED_FORMAT,
-                      "compress": _codec_name(image), "size": size}  # fmt: skip
+    info["vmcore"] = {
+        "file": ENCRYPTED_NAME,
+        "format": ENCRYPTED_FORMAT,
+        "compress": _codec_name(image),
+        "size": size,
+    }
     info["encryption"] = {**encryption_info(image, decrypted=False), "note": SEALED_LOG_NOTE}
     part.write_file(INFO_TXT, render_info_text(info).encode("utf-8"))
     part.write_json(INFO_JSON, info)
@@ -520,8 +538,10 @@ def _missing(image: DumpImage) -> list[str]:
     held = runs_page_count(image.data_runs())
     lost = runs_page_count(planned) - held
     if planned and lost > 0:
-        out.append(f"{lost} of {runs_page_count(planned)} planned pages missing "
-                   f"({lost * head.page_size} bytes); they are holes, not zeros")  # fmt: skip
+        out.append(
+            f"{lost} of {runs_page_count(planned)} planned pages missing "
+            f"({lost * head.page_size} bytes); they are holes, not zeros"
+        )
     return out
 
 

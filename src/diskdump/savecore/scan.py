@@ -122,9 +122,13 @@ def scan_device(device: DumpDevice, label: PartitionLabel) -> ScanResult:
     trailer = _try_header(io, trailer_lba, name)
     leading_lba = label.reserve_blocks
     if not label.reserve_blocks < trailer_lba:
-        raise OutOfBoundsError("leading dump header lies outside the device", device=name,
-                               lba=leading_lba, expected=f"lba < {trailer_lba}",
-                               found=leading_lba)  # fmt: skip
+        raise OutOfBoundsError(
+            "leading dump header lies outside the device",
+            device=name,
+            lba=leading_lba,
+            expected=f"lba < {trailer_lba}",
+            found=leading_lba,
+        )
     if trailer is None:
         return _without_trailer(io, label, leading_lba, name)
     header, raw_trailer = trailer
@@ -138,13 +142,21 @@ def scan_device(device: DumpDevice, label: PartitionLabel) -> ScanResult:
 
 def _check_block_size(block_size: int, label: PartitionLabel, name: str) -> None:
     if block_size < HEADER_SIZE:
-        raise DeviceTooSmallError("block size cannot hold a dump header", device=name,
-                                  field="block_size", expected=f">= {HEADER_SIZE}",
-                                  found=block_size)  # fmt: skip
+        raise DeviceTooSmallError(
+            "block size cannot hold a dump header",
+            device=name,
+            field="block_size",
+            expected=f">= {HEADER_SIZE}",
+            found=block_size,
+        )
     if block_size != label.block_size:
-        raise CorruptDataError("device block size differs from the label's", device=name,
-                               field="block_size", expected=label.block_size,
-                               found=block_size)  # fmt: skip
+        raise CorruptDataError(
+            "device block size differs from the label's",
+            device=name,
+            field="block_size",
+            expected=label.block_size,
+            found=block_size,
+        )
 
 
 def _try_header(io: BlockIO, lba: int, name: str) -> tuple[DumpHeader, bytes] | None:
@@ -168,26 +180,39 @@ def _check_header_place(header: DumpHeader, label: PartitionLabel, blocks: int, 
     )
     for field_name, found, expected in checks:
         if found != expected:
-            raise CorruptDataError("dump header does not match the device", device=name,
-                                   field=field_name, expected=expected,
-                                   found=found)  # fmt: skip
+            raise CorruptDataError(
+                "dump header does not match the device",
+                device=name,
+                field=field_name,
+                expected=expected,
+                found=found,
+            )
 
 
-def _compare_copies(trailer: DumpHeader, leading: tuple[DumpHeader, bytes] | None,
-                    name: str) -> str:  # fmt: skip
+def _compare_copies(
+    trailer: DumpHeader, leading: tuple[DumpHeader, bytes] | None, name: str
+) -> str:
     """Accept only the one benign difference; return it as a note, else raise."""
     offset = trailer.header_lba * trailer.block_size
     if leading is None:
-        raise HeaderMismatchError("leading dump header is missing but the trailer is valid",
-                                  device=name, offset=offset, field="magic",
-                                  expected="a live dump header")  # fmt: skip
+        raise HeaderMismatchError(
+            "leading dump header is missing but the trailer is valid",
+            device=name,
+            offset=offset,
+            field="magic",
+            expected="a live dump header",
+        )
     head = leading[0]
     if head.dump_id == trailer.dump_id and head.status is DumpStatus.INCOMPLETE:
         return "leading header not rewritten COMPLETE (writer stopped after the trailer)"
-    raise HeaderMismatchError("leading and trailing dump headers differ", device=name,
-                              offset=offset, field="dump_id/status",
-                              expected=(trailer.dump_id.hex(), trailer.status.name),
-                              found=(head.dump_id.hex(), head.status.name))  # fmt: skip
+    raise HeaderMismatchError(
+        "leading and trailing dump headers differ",
+        device=name,
+        offset=offset,
+        field="dump_id/status",
+        expected=(trailer.dump_id.hex(), trailer.status.name),
+        found=(head.dump_id.hex(), head.status.name),
+    )
 
 
 def _without_trailer(io: BlockIO, label: PartitionLabel, lba: int, name: str) -> ScanResult:

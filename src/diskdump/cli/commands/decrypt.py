@@ -81,10 +81,19 @@ def run(args: argparse.Namespace) -> int:
         progress=progress,
     )
     if args.json:
-        emit_json({"input": args.input, "output": args.output, "format": result.format,
-                   "pages": result.pages, "size": result.output_size,
-                   "seconds": round(result.seconds, 3)})  # fmt: skip
+        emit_json(
+            {
+                "input": args.input,
+                "output": args.output,
+                "format": result.format,
+                "pages": result.pages,
+                "size": result.output_size,
+                "seconds": round(result.seconds, 3),
+            }
+        )
     else:
-        print(f"decrypted {args.input} -> {args.output}: {result.format}, {result.pages} pages, "
-              f"{human_size(result.output_size)} in {result.seconds:.1f} s")  # fmt: skip
+        print(
+            f"decrypted {args.input} -> {args.output}: {result.format}, {result.pages} pages, "
+            f"{human_size(result.output_size)} in {result.seconds:.1f} s"
+        )
     return ExitCode.OK

@@ -207,8 +207,10 @@ def _print_report(report: DeviceReport, crash_dir: str) -> None:
     if report.outcome is Outcome.FAILED:
         assert report.error is not None
         if report.directory:
-            print(f"{report.device}: saved dump {report.dump_id} to {where}, but the device "
-                  "was not re-initialised (the next run retries)")  # fmt: skip
+            print(
+                f"{report.device}: saved dump {report.dump_id} to {where}, but the device "
+                "was not re-initialised (the next run retries)"
+            )
         print(f"diskdump: error: {report.device}: {report.error}", file=sys.stderr)
         if report.error.hint:
             print(f"diskdump: hint: {report.error.hint}", file=sys.stderr)
