@@ -30,6 +30,12 @@ Every option also has a command-line flag; flags override the file. Example::
     max_dumps = 5               # older saved dumps beyond this number are removed (0 = keep all)
     decrypt_with = ""           # private key (PEM) to decrypt encrypted dumps while saving
 
+    [capture]                   # what `diskdump arm` loads with kexec -p
+    kernel = ""                 # capture kernel; "" = /boot/vmlinuz-$(uname -r)
+    initrd = "/var/lib/diskdump/capture.img"   # `diskdump initramfs build` writes it
+    append = "irqpoll nr_cpus=1 reset_devices" # added to the running kernel's command line
+    load = true                 # false: arm leaves loading to another tool (kdump-tools)
+
     [erase]                     # symbols whose memory is overwritten in saved vmcores
     symbols = ["init_net"]      # "name" or "name:size"
     system_map = ""             # System.map of the kernel, for symbols VMCOREINFO lacks
@@ -49,6 +55,7 @@ from diskdump.errors import ConfigError
 
 __all__ = [
     "DEFAULT_CONFIG_PATH",
+    "CaptureOptions",
     "Config",
     "DeviceSpec",
     "DumpOptions",
@@ -117,6 +124,22 @@ class SavecoreOptions:
     decrypt_with: str = ""
 
 
+#: where `diskdump initramfs build` puts the capture initramfs by default
+DEFAULT_CAPTURE_INITRD = "/var/lib/diskdump/capture.img"
+#: appended to the capture kernel's command line (as kdump-tools and kexec-tools advise)
+DEFAULT_CAPTURE_APPEND = "irqpoll nr_cpus=1 reset_devices"
+
+
+@dataclass(frozen=True, slots=True)
+class CaptureOptions:
+    """The capture kernel `diskdump arm` loads (``kexec -p``)."""
+
+    kernel: str = ""  #: "" = /boot/vmlinuz-<running release>
+    initrd: str = DEFAULT_CAPTURE_INITRD
+    append: str = DEFAULT_CAPTURE_APPEND
+    load: bool = True
+
+
 @dataclass(frozen=True, slots=True)
 class Config:
     """The whole configuration, resolved and validated."""
@@ -124,6 +147,7 @@ class Config:
     devices: tuple[DeviceSpec, ...] = ()
     dump: DumpOptions = DumpOptions()
     savecore: SavecoreOptions = SavecoreOptions()
+    capture: CaptureOptions = CaptureOptions()
     erase_symbols: tuple[str, ...] = ()
     erase_system_map: str = ""
     erase_vmlinux: str = ""
@@ -179,7 +203,7 @@ def load_config(path: str | Path | None = None, *, required: bool = False) -> Co
 
 def parse_config(data: Mapping[str, Any], *, source: str = "<config>") -> Config:
     """Validate an already-parsed TOML mapping into a :class:`Config`."""
-    _only(data, {"device", "dump", "savecore", "erase"}, "", source)
+    _only(data, {"device", "dump", "savecore", "capture", "erase"}, "", source)
     devices = tuple(_device(d, i, source) for i, d in enumerate(data.get("device", [])))
     dump = _dump(data.get("dump", {}), source)
     save = _savecore(data.get("savecore", {}), source)
@@ -196,6 +220,7 @@ def parse_config(data: Mapping[str, Any], *, source: str = "<config>") -> Config
         devices=devices,
         dump=dump,
         savecore=save,
+        capture=_capture(data.get("capture", {}), source),
         erase_symbols=tuple(symbols),
         erase_system_map=paths["system_map"],
         erase_vmlinux=paths["vmlinux"],
@@ -283,6 +308,17 @@ def validate_dump_options(opts: DumpOptions, *, source: str = "<options>") -> No
         raise ConfigError(
             "threads must be >= 0 and io_timeout > 0", path=source, field="dump.threads/io_timeout"
         )
+
+
+def _capture(table: Mapping[str, Any], source: str) -> CaptureOptions:
+    _only(table, set(CaptureOptions.__dataclass_fields__), "capture", source)
+    opts = replace(CaptureOptions(), **table)
+    for key in ("kernel", "initrd", "append"):
+        if not isinstance(getattr(opts, key), str):
+            raise ConfigError("must be a string", path=source, field=f"capture.{key}")
+    if not isinstance(opts.load, bool):
+        raise ConfigError("must be true or false", path=source, field="capture.load")
+    return opts
 
 
 def _savecore(table: Mapping[str, Any], source: str) -> SavecoreOptions:

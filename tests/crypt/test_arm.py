@@ -69,6 +69,7 @@ def test_arm_records_the_key_and_the_armed_dump_is_encrypted(
     armed = _run(
         package,
         "arm",
+        "--no-load",
         *base,
         "--meminfo",
         str(meminfo),
@@ -116,6 +117,7 @@ def test_arm_refuses_a_key_that_does_not_load(tmp_path: Path, package: Path) -> 
     proc = _run(
         package,
         "arm",
+        "--no-load",
         "--device",
         str(image),
         "--manifest",

@@ -137,11 +137,11 @@ def test_arm_status_cycle(tmp_path: Path, capsys: pytest.CaptureFixture[str]) ->
     loaded.write_text("1\n")
     unloaded.write_text("0\n")
     base = ["--device", str(img), "--manifest", str(manifest)]
-    assert main(["arm", *base, "--meminfo", str(huge)]) == ExitCode.NOT_READY
+    assert main(["arm", "--no-load", *base, "--meminfo", str(huge)]) == ExitCode.NOT_READY
     out = capsys.readouterr().out
     assert "not armed: no device can take the dump; the best usable one is short by" in out
     assert not manifest.exists()
-    assert main(["arm", *base, "--meminfo", str(small)]) == ExitCode.OK
+    assert main(["arm", "--no-load", *base, "--meminfo", str(small)]) == ExitCode.OK
     assert "armed: manifest of" in capsys.readouterr().out
     doc = json.loads(manifest.read_text())
     assert str(Path(sys.executable).resolve()) in doc["files"]
@@ -180,7 +180,17 @@ def test_manifest_mismatch_writes_nothing(tmp_path: Path, vmcore: Path) -> None:
     manifest = tmp_path / "m.json"
     meminfo = _meminfo(tmp_path / "meminfo", 16 * 1024)
     arm = _run(
-        ["arm", "--device", str(img), "--manifest", str(manifest), "--meminfo", str(meminfo)], copy
+        [
+            "arm",
+            "--no-load",
+            "--device",
+            str(img),
+            "--manifest",
+            str(manifest),
+            "--meminfo",
+            str(meminfo),
+        ],
+        copy,
     )
     assert arm.returncode == 0, arm.stderr
     armed = json.loads(manifest.read_text())["files"]

@@ -39,15 +39,15 @@ IMAGE_SIZE = 768 * MIB
 DISKDUMP = [sys.executable, "-m", "diskdump.cli.main"]
 
 
-#: measured 2026-11-26 (docs/performance.md, "Memory"): ``diskdump dump`` peaks at 90 MiB
-#: (-d 1) and 104 MiB (-d 31) on the real vmcore: ~50 MiB of device-verification buffers
-#: (partition/verify.py: CHUNK_BLOCKS 2048 x IO_DEPTH 4 reads + BlockPattern stream) and
-#: 11 MiB of NumPy in the page classification. The panic path is another engineer's; the
-#: fix is in the doc. strict: the test fails as soon as the bound holds, to drop the mark.
 class OverBoundError(AssertionError):
     """The peak RSS bound is broken (and only that: other failures fail the test)."""
 
 
+#: measured 2026-11-26 (docs/performance.md, "Memory"): ``diskdump dump`` peaks at 90 MiB
+#: (-d 1) and 104 MiB (-d 31) on the real vmcore: 28 MiB of device-verification buffers
+#: (partition/verify.py: CHUNK_BLOCKS 2048 x IO_DEPTH 4 reads + BlockPattern stream) and
+#: 11 MiB of NumPy in the page classification. The panic path is another engineer's; the
+#: fix is in the doc. strict: the test fails as soon as the bound holds, to drop the mark.
 PANIC_PATH_OVER = pytest.mark.xfail(
     strict=True,
     raises=OverBoundError,

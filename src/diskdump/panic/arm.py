@@ -28,9 +28,10 @@ from pathlib import Path
 
 from diskdump.config import Config
 from diskdump.devices import open_device
-from diskdump.errors import ConfigError, DiskdumpError
+from diskdump.errors import ConfigError, DiskdumpError, DumpError
 from diskdump.formats.encrypted import read_public_key
 from diskdump.formats.partition import BLOCK_SIZE
+from diskdump.panic.kexec import load_capture
 from diskdump.panic.layout import DEFAULT_CHUNK_PAGES
 from diskdump.panic.manifest import (
     Manifest,
@@ -148,14 +149,15 @@ CaptureLoader = Callable[[Config], str]
 
 
 def load_capture_kernel(config: Config) -> str:
-    """Hook: load the capture kernel and its initramfs with kexec (``kexec -p``).
+    """Load the capture kernel and initramfs of ``[capture]`` with ``kexec -p``.
 
-    The loading belongs to the capture-kernel work (the QEMU/kexec issue);
-    until a loader is passed to :func:`arm`, this one only reports the state.
+    :raises DumpError: the machine cannot take a capture kernel now (see
+        :mod:`diskdump.panic.kexec`); ``[capture] load = false`` only reports the state
     """
-    if capture_kernel_loaded():
-        return "a capture kernel is loaded"
-    return "no capture kernel loaded (load one with kexec -p; diskdump initramfs builds it)"
+    if not config.capture.load:
+        state = "loaded" if capture_kernel_loaded() else "not loaded"
+        return f"loading left to another tool ([capture] load = false); capture kernel {state}"
+    return load_capture(config.capture)
 
 
 @dataclass(frozen=True, slots=True)
@@ -167,6 +169,7 @@ class ArmReport:
     manifest_path: str
     manifest: Manifest | None
     capture: str
+    capture_error: str = ""
 
     @property
     def armed(self) -> bool:
@@ -213,7 +216,11 @@ def arm(
         encrypt_to=encrypt_to,
     )
     write_manifest(manifest, manifest_path)
-    return ArmReport(needed, devices, manifest_path, manifest, loader(config))
+    try:
+        return ArmReport(needed, devices, manifest_path, manifest, loader(config))
+    except DumpError as err:
+        log.warning("capture kernel not loaded: %s", err)
+        return ArmReport(needed, devices, manifest_path, manifest, "not loaded", str(err))
 
 
 @dataclass(frozen=True, slots=True)

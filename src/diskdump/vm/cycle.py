@@ -155,6 +155,12 @@ def _config_text(opts: CycleOptions) -> str:
     lines = [f'[[device]]\npath = "{BLANK_DEVICE}"\n', f'[[device]]\npath = "{DUMP_DEVICE}"\n']
     lines.append("[dump]\n" + "".join(f"{line}\n" for line in opts.dump_options))
     lines.append('final_action = "reboot"\n')
+    # what the guest's `diskdump arm` loads with kexec -p (the first kernel's cmdline,
+    # less crashkernel=, plus these options: see diskdump.panic.kexec)
+    lines.append(
+        f'[capture]\nkernel = "/boot/vmlinuz"\ninitrd = "/boot/capture.img"\n'
+        f'append = "{CAPTURE_APPEND}"\n'
+    )
     return "\n".join(lines)
 
 

@@ -33,11 +33,13 @@ load_capture() {
     kexec -p /boot/vmlinuz --initrd=/boot/capture.img --append="$CAPTURE_APPEND"
 }
 if [ "$ARM_WITH" = "diskdump" ]; then
+    # diskdump arm checks crashkernel= and loads the capture kernel itself ([capture])
     diskdump arm --config /etc/diskdump.toml
     arm_rc=$?
     if [ "$(cat /sys/kernel/kexec_crash_loaded)" != 1 ]; then
-        say "diskdump arm loaded no capture kernel: loading it with kexec -p from /init"
-        load_capture || arm_rc=$?
+        say "FAILED: diskdump arm (status $arm_rc) did not load the capture kernel"
+        sync
+        poweroff -f
     fi
 else
     load_capture

@@ -76,7 +76,9 @@ class Initramfs:
     Archive paths are absolute guest paths (``/bin/busybox``).
     """
 
-    files: dict[str, tuple[Path | bytes, int]] = field(default_factory=dict)
+    #: contents are read when a file is added: the manifest and the archive must see the
+    #: same bytes even if the source tree changes while the image is built
+    files: dict[str, tuple[bytes, int]] = field(default_factory=dict)
     symlinks: dict[str, str] = field(default_factory=dict)
 
     def add_bytes(self, dest: str, data: bytes, perm: int = 0o644) -> None:
@@ -89,7 +91,7 @@ class Initramfs:
         if not real.is_file():
             raise VMError("file for the initramfs does not exist", path=str(source))
         mode = stat.S_IMODE(real.stat().st_mode) if perm is None else perm
-        self.files[dest] = (real, mode)
+        self.files[dest] = (real.read_bytes(), mode)
 
     def add_symlink(self, dest: str, target: str) -> None:
         """Add a symbolic link."""
@@ -123,16 +125,12 @@ class Initramfs:
 
     def read(self, dest: str) -> bytes:
         """Contents of member ``dest``."""
-        source, _perm = self.files[dest]
-        return source if isinstance(source, bytes) else source.read_bytes()
+        return self.files[dest][0]
 
     @property
     def unpacked_size(self) -> int:
         """Sum of the file sizes, in bytes (what the image occupies once unpacked)."""
-        total = 0
-        for source, _perm in self.files.values():
-            total += len(source) if isinstance(source, bytes) else source.stat().st_size
-        return total
+        return sum(len(data) for data, _perm in self.files.values())
 
     def write(self, output: Path, *, level: int = ZSTD_LEVEL) -> int:
         """Write the zstd-compressed newc archive to ``output`` (atomically).

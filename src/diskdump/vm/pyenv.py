@@ -182,9 +182,13 @@ def python_closure() -> PythonClosure:
     return PythonClosure(stdlib=sources, extensions=tuple(sorted(extensions)))
 
 
-def _compile(source: Path, *, dfile: str) -> bytes:
+def _compile(source: Path, *, dfile: str, text: bytes | None = None) -> bytes:
+    """Byte code of ``source``, or of ``text`` (the bytes already put in the image) if given."""
     with tempfile.TemporaryDirectory() as tmp:
         target = Path(tmp) / "out.pyc"
+        if text is not None:
+            source = Path(tmp) / source.name
+            source.write_bytes(text)
         try:
             py_compile.compile(
                 str(source),
@@ -223,7 +227,8 @@ def _add_package(image: Initramfs, package: Path) -> None:
         image.add_host_file(dest, source, 0o644)
         if source.suffix == ".py":
             pyc = f"{PACKAGE_ROOT}/{rel.parent}/__pycache__/{source.stem}.{tag}.pyc"
-            image.add_bytes(pyc, _compile(source, dfile=dest))
+            # compiled from the very bytes stored (and hashed by the manifest)
+            image.add_bytes(pyc, _compile(source, dfile=dest, text=image.read(dest)))
 
 
 def _add_metadata(image: Initramfs) -> None:
