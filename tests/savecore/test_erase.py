@@ -118,3 +118,13 @@ def test_savecore_erases_and_records_it(
         page = kfile.read_pages(paddr // 4096, 1)
     at = paddr % 4096
     assert page[at : at + ERASE_SIZE] == bytes([ERASE_FILLER]) * ERASE_SIZE
+
+
+def test_savecore_passes_over_an_unformatted_device(tmp_path: Path) -> None:
+    """A never-formatted device in the list is reported, not a failure (exit 0)."""
+    blank = tmp_path / "blank.img"
+    with blank.open("wb") as f:
+        os.posix_fallocate(f.fileno(), 0, 8 << 20)
+    crash = tmp_path / "crash"
+    crash.mkdir(mode=0o700)
+    assert main(["savecore", "--quiet", "--device", str(blank), "--dir", str(crash)]) == 0

@@ -19,7 +19,6 @@ from diskdump.errors import (
     DeviceNotReadyError,
     HeaderMismatchError,
     InsufficientSpaceError,
-    NotThisFormatError,
 )
 from diskdump.formats.kdump import DumpStatus as KdumpStatus
 from diskdump.formats.kdump_read import KdumpFile
@@ -186,17 +185,16 @@ def test_dump_cut_before_its_metadata_is_reported_and_cleared(
     assert saves(crash_dir) == [] and device_state(image) == (False, False, True)
 
 
-def test_unformatted_and_missing_devices_fail_but_others_are_saved(
+def test_unformatted_devices_hold_no_dump_missing_ones_fail_others_are_saved(
     dumped: DumpFactory, crash_dir: Path, tmp_path: Path
 ) -> None:
     blank = tmp_path / "blank.img"
     blank.write_bytes(bytes(2 << 20))
     image = dumped()
     reports = _run(crash_dir, blank, tmp_path / "missing.img", image)
-    assert [r.outcome for r in reports] == [Outcome.FAILED, Outcome.FAILED, Outcome.SAVED]
-    assert isinstance(reports[0].error, NotThisFormatError)
+    assert [r.outcome for r in reports] == [Outcome.NO_DUMP, Outcome.FAILED, Outcome.SAVED]
+    assert re.search(r"not a dump partition: no diskdump partition label", reports[0].reason)
     assert isinstance(reports[1].error, DeviceNotReadyError)
-    assert "no diskdump partition label" in str(reports[0].error)
 
 
 def test_two_devices_with_dumps_from_the_same_second(dumped: DumpFactory, crash_dir: Path) -> None:

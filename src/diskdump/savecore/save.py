@@ -326,7 +326,13 @@ def _save_one(
     key: object | None,
 ) -> DeviceReport:
     with _open(spec, writable=False) as device:
-        label = read_label(device)
+        try:
+            label = read_label(device)
+        except NotThisFormatError as err:
+            # never formatted (or formatted over): no dump can be there, and the panic
+            # writer skips such a device too; say so without failing the run
+            _log.warning("%s: not a dump partition: %s", spec.path, err)
+            return DeviceReport(spec.path, Outcome.NO_DUMP, reason=f"not a dump partition: {err}")
         result = scan_device(device, label)
         _step("scanned")
         if result.dump is None:
