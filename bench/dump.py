@@ -112,8 +112,11 @@ def _image(path: Path, size: int) -> Path:
     path.unlink(missing_ok=True)
     with path.open("wb") as f:
         os.posix_fallocate(f.fileno(), 0, size)
-    subprocess.run([*DISKDUMP, "format", "--force", "--quiet", str(path)], check=True,
-                   stdout=subprocess.DEVNULL)  # fmt: skip
+    subprocess.run(
+        [*DISKDUMP, "format", "--force", "--quiet", str(path)],
+        check=True,
+        stdout=subprocess.DEVNULL,
+    )
     return path
 
 
@@ -154,9 +157,17 @@ def bench_one(elf: Path, mdf_input: Path, work: Path) -> list[dict[str, object]]
         out.unlink(missing_ok=True)
         ref = _checked(["makedumpfile", flag, "-d", "31", str(mdf_input), str(out)])
         ref_size = out.stat().st_size
-        rows.append(_row(f"dump -d 31 zstd [{label}]", ours, f"makedumpfile {flag} -d 31", ref,
-                         ours_size=ours_size, ref_size=ref_size,
-                         size_ratio=round(ours_size / ref_size, 3)))  # fmt: skip
+        rows.append(
+            _row(
+                f"dump -d 31 zstd [{label}]",
+                ours,
+                f"makedumpfile {flag} -d 31",
+                ref,
+                ours_size=ours_size,
+                ref_size=ref_size,
+                size_ratio=round(ours_size / ref_size, 3),
+            )
+        )
         out.unlink()
     rows.append(_savecore(img, label, work))
     img = _image(img, img_size)
@@ -174,13 +185,19 @@ def _savecore(img: Path, label: str, work: Path) -> dict[str, object]:
     save_dir = work / "crash"
     shutil.rmtree(save_dir, ignore_errors=True)
     save_dir.mkdir(mode=0o700)
-    saved = _checked([*DISKDUMP, "savecore", "--keep", "--quiet", "--device", str(img),
-                      "--dir", str(save_dir)])  # fmt: skip
+    saved = _checked(
+        [*DISKDUMP, "savecore", "--keep", "--quiet", "--device", str(img), "--dir", str(save_dir)]
+    )
     vmcore = max((p for p in save_dir.rglob("*") if p.is_file()), key=lambda p: p.stat().st_size)
     copy = work / "copy"
     cp = _checked(["sh", "-c", 'cp "$1" "$2" && sync "$2"', "cp", str(vmcore), str(copy)])
-    row = _row(f"savecore [{label}]", saved, "cp + sync of the saved vmcore", cp,
-               ours_size=vmcore.stat().st_size)  # fmt: skip
+    row = _row(
+        f"savecore [{label}]",
+        saved,
+        "cp + sync of the saved vmcore",
+        cp,
+        ours_size=vmcore.stat().st_size,
+    )
     shutil.rmtree(save_dir)
     copy.unlink()
     return row
@@ -205,14 +222,30 @@ def _variants(
     base_size = 0
     for codec, threads, verify in VARIANTS[:count]:
         img = _image(img, img.stat().st_size)
-        run, result = _dump(elf, img, work, "--level", "31", "--compress", codec,
-                            "--threads", str(threads), "--verify", verify)  # fmt: skip
+        run, result = _dump(
+            elf,
+            img,
+            work,
+            "--level",
+            "31",
+            "--compress",
+            codec,
+            "--threads",
+            str(threads),
+            "--verify",
+            verify,
+        )
         size = int(result["bytes_written"])  # type: ignore[call-overload]
         if base is None:
             base, base_size = run, size
-        yield _row(f"dump -d 31 {codec} --threads {threads} --verify {verify} [{label}]", run,
-                   "dump -d 31 zstd --threads 1", base, ours_size=size,
-                   size_ratio=round(size / base_size, 3))  # fmt: skip
+        yield _row(
+            f"dump -d 31 {codec} --threads {threads} --verify {verify} [{label}]",
+            run,
+            "dump -d 31 zstd --threads 1",
+            base,
+            ours_size=size,
+            size_ratio=round(size / base_size, 3),
+        )
 
 
 def codec_figures(elf: Path) -> list[dict[str, object]]:
@@ -242,8 +275,10 @@ def codec_figures(elf: Path) -> list[dict[str, object]]:
             continue
         for unit, size in (("page", PAGE), ("chunk", CHUNK_PAGES * PAGE)):
             start = time.perf_counter()
-            packed = sum(len(codec.compress(data[i : i + size]) or data[i : i + size])
-                         for i in range(0, len(data), size))  # fmt: skip
+            packed = sum(
+                len(codec.compress(data[i : i + size]) or data[i : i + size])
+                for i in range(0, len(data), size)
+            )
             seconds = time.perf_counter() - start
             rows.append(
                 {
@@ -294,13 +329,17 @@ def main() -> dict[str, object]:
 def _print(rows: list[dict[str, object]], codecs: list[dict[str, object]]) -> None:
     for row in rows:
         size = f"  size {row['size_ratio']:.2f}x" if "size_ratio" in row else ""
-        print(f"{row['name']:52} {row['ours_s']:7.2f}s {row['ours_rss_mib']:6.1f}MiB  "
-              f"{row['ref_name']:>30} {row['ref_s']:7.2f}s {row['ref_rss_mib']:6.1f}MiB  "
-              f"speed-up {row['ratio']:5.2f}{size}")  # fmt: skip
+        print(
+            f"{row['name']:52} {row['ours_s']:7.2f}s {row['ours_rss_mib']:6.1f}MiB  "
+            f"{row['ref_name']:>30} {row['ref_s']:7.2f}s {row['ref_rss_mib']:6.1f}MiB  "
+            f"speed-up {row['ratio']:5.2f}{size}"
+        )
     for c in codecs:
         if "error" not in c:
-            print(f"codec {c['codec']:8} per {c['unit']:5} {c['mib_s']:8.1f} MiB/s  "
-                  f"ratio {c['ratio']:.3f}  ({c['vmcore']})")  # fmt: skip
+            print(
+                f"codec {c['codec']:8} per {c['unit']:5} {c['mib_s']:8.1f} MiB/s  "
+                f"ratio {c['ratio']:.3f}  ({c['vmcore']})"
+            )
 
 
 if __name__ == "__main__":

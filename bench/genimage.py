@@ -172,8 +172,9 @@ def sparse_spec(seed: int = 1, sections: int = 16, address_bits: int = 40) -> Im
 def generate(spec: ImageSpec, path: Path) -> GeneratedImage:
     """Write the ELF vmcore of ``spec`` to ``path`` (replaced), section by section."""
     started = time.monotonic()
-    kernel = kb.build_kernel(ram_size=LOW_RAM, random_fraction=0.1, text_fraction=0.1,
-                             seed=spec.seed)  # fmt: skip
+    kernel = kb.build_kernel(
+        ram_size=LOW_RAM, random_fraction=0.1, text_fraction=0.1, seed=spec.seed
+    )
     mem = kernel.source.memory
     _add_sections(kernel, spec.sections)
     ranges = _ram_ranges(spec.sections)
@@ -293,8 +294,11 @@ def _write_headers(
     offsets = []
     for start, end in ranges:
         vaddr = kernel.spec.page_offset_base + start
-        head.append(Elf64Phdr(PhdrType.PT_LOAD, _RWX, offset, vaddr, start, end - start,
-                              end - start, 0).pack())  # fmt: skip
+        head.append(
+            Elf64Phdr(
+                PhdrType.PT_LOAD, _RWX, offset, vaddr, start, end - start, end - start, 0
+            ).pack()
+        )
         offsets.append(offset)
         offset += end - start
     os.pwrite(fd, b"".join(head) + notes, 0)

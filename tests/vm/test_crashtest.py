@@ -34,10 +34,18 @@ def ready(tmp_path: Path) -> list[str]:
     (tmp_path / "meminfo").write_text(MEMINFO)
     (tmp_path / "loaded").write_text("1\n")
     return [
-        "test", "--device", str(image), "--manifest", str(manifest),
-        "--meminfo", str(tmp_path / "meminfo"), "--kexec-crash-loaded", str(tmp_path / "loaded"),
-        "--sysrq-trigger", str(tmp_path / "trigger"),
-    ]  # fmt: skip
+        "test",
+        "--device",
+        str(image),
+        "--manifest",
+        str(manifest),
+        "--meminfo",
+        str(tmp_path / "meminfo"),
+        "--kexec-crash-loaded",
+        str(tmp_path / "loaded"),
+        "--sysrq-trigger",
+        str(tmp_path / "trigger"),
+    ]
 
 
 def test_refuses_without_force(

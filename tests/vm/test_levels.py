@@ -202,8 +202,11 @@ def busy_vmcore(series: str) -> QmpVmcores:
                 image.add_bytes("/etc/common.sh", guest_script("common.sh"))
                 image.add_bytes("/init", BUSY_INIT.encode(), 0o755)
                 image.write(work / "initrd.img")
-                spec = GuestSpec(kernel=assets.vmlinuz, initrd=work / "initrd.img",
-                                 append="console=ttyS0 panic=-1 quiet loglevel=4")  # fmt: skip
+                spec = GuestSpec(
+                    kernel=assets.vmlinuz,
+                    initrd=work / "initrd.img",
+                    append="console=ttyS0 panic=-1 quiet loglevel=4",
+                )
                 with Guest(spec, work) as guest:
                     guest.wait_for(BUSY_READY, BUSY_BOOT_TIMEOUT)
                     guest.dump_memory(work / "dump.elf", "elf")
@@ -282,9 +285,16 @@ def test_level_agrees_with_makedumpfile(
     log.warning(
         "%s %s level %d: kept ours %d, makedumpfile %d (only ours: no struct page %d, "
         "slab %d; only theirs: compound %d), %.2f s",
-        dumps.release, dumps.elf.name, level, runs_page_count(kept), runs_page_count(md_kept),
-        reasons["no_struct_page"], reasons["slab"], compound, seconds,
-    )  # fmt: skip
+        dumps.release,
+        dumps.elf.name,
+        level,
+        runs_page_count(kept),
+        runs_page_count(md_kept),
+        reasons["no_struct_page"],
+        reasons["slab"],
+        compound,
+        seconds,
+    )
 
 
 def test_unused_mem_map_agrees_with_makedumpfile(
@@ -309,8 +319,10 @@ def test_unused_mem_map_agrees_with_makedumpfile(
         # the bitmaps differ (reasons 2 and 3 above), so may the mem_map pages they free
         log.warning(
             "%s: -e drops %d pages, makedumpfile %d (bitmaps differ)",
-            dumps.elf.name, runs_page_count(ours), runs_page_count(theirs),
-        )  # fmt: skip
+            dumps.elf.name,
+            runs_page_count(ours),
+            runs_page_count(theirs),
+        )
 
 
 def test_numpy_and_python_walks_agree(kernel: Kernel) -> None:
@@ -327,8 +339,11 @@ def test_numpy_and_python_walks_agree(kernel: Kernel) -> None:
     pages = filtered.types.classified_pages
     log.warning(
         "%s: %d struct pages classified: numpy %.0f pages/s, python %.0f pages/s",
-        kernel.info.osrelease, pages, pages / times[True], pages / times[False],
-    )  # fmt: skip
+        kernel.info.osrelease,
+        pages,
+        pages / times[True],
+        pages / times[False],
+    )
 
 
 @pytest.mark.parametrize("kernel_series", KERNELS)
@@ -351,7 +366,11 @@ def test_meminfo_estimate_covers_the_real_size(kernel_series: str) -> None:
             error = guess.predicted_size - guess.margin_size - exact.predicted_size
             log.warning(
                 "%s level %d: exact %d bytes, meminfo %d + margin %d (error %+d)",
-                dumps.release, level, exact.predicted_size,
-                guess.predicted_size - guess.margin_size, guess.margin_size, error,
-            )  # fmt: skip
+                dumps.release,
+                level,
+                exact.predicted_size,
+                guess.predicted_size - guess.margin_size,
+                guess.margin_size,
+                error,
+            )
             assert abs(error) <= guess.margin_size

@@ -286,9 +286,16 @@ def _host_savecore(
     crash_dir.mkdir(mode=0o700, exist_ok=True)
     os.chmod(crash_dir, 0o700)
     done = _diskdump(
-        "savecore", "--device", str(dump), "--dir", str(crash_dir), "--format", "kdump",
-        "--compress", "zlib",  # Debian's makedumpfile and crash read zlib, not zstd
-    )  # fmt: skip
+        "savecore",
+        "--device",
+        str(dump),
+        "--dir",
+        str(crash_dir),
+        "--format",
+        "kdump",
+        "--compress",
+        "zlib",  # Debian's makedumpfile and crash read zlib, not zstd
+    )
     result.phases["savecore"] = time.monotonic() - start
     if done.returncode not in (0, 6):
         raise VMError(

@@ -66,9 +66,12 @@ def register(sub: Any) -> None:
     p.add_argument("--kernel", choices=("6.1", "6.12"), default="6.1", help="Debian kernel")
     p.add_argument("--memory", type=int, default=512, metavar="MIB", help="guest RAM (MiB)")
     p.add_argument(
-        "--crashkernel", type=int, default=DEFAULT_CRASHKERNEL_MIB, metavar="MIB",
+        "--crashkernel",
+        type=int,
+        default=DEFAULT_CRASHKERNEL_MIB,
+        metavar="MIB",
         help=f"memory reserved for the capture kernel (MiB, default {DEFAULT_CRASHKERNEL_MIB})",
-    )  # fmt: skip
+    )
     p.add_argument("--workdir", metavar="DIR", help="work directory (default <cache>/demo)")
     p.add_argument("--quiet-console", action="store_true", help="do not echo guest output")
     p.set_defaults(func=run)
@@ -108,8 +111,10 @@ def run(args: argparse.Namespace) -> int:
         memory_mib=args.memory,
         crashkernel_mib=args.crashkernel,
     )
-    _say(f"diskdump demo: Debian {args.kernel} kernel, {args.memory} MiB guest, "
-         f"crashkernel={args.crashkernel}M, QEMU TCG")  # fmt: skip
+    _say(
+        f"diskdump demo: Debian {args.kernel} kernel, {args.memory} MiB guest, "
+        f"crashkernel={args.crashkernel}M, QEMU TCG"
+    )
     _say(f"work directory {workdir.resolve()} (serial console in console.log)")
     result = run_cycle(opts, _phase, None if args.quiet_console else _console_line)
     return _finish(result)
@@ -123,9 +128,11 @@ def _finish(result: CycleResult) -> int:
             found=f"diskdump dump status {result.dump_status}",
         )
     total = sum(result.phases.values())
-    _say(f"\ncycle complete in {total:.0f} s; capture initramfs "
-         f"{human_size(result.capture.size)} ({human_size(result.capture.unpacked_size)} "
-         "unpacked)\n")  # fmt: skip
+    _say(
+        f"\ncycle complete in {total:.0f} s; capture initramfs "
+        f"{human_size(result.capture.size)} ({human_size(result.capture.unpacked_size)} "
+        "unpacked)\n"
+    )
     from diskdump.cli.main import main as cli_main
 
     sys.stdout.flush()
