@@ -34,8 +34,8 @@ import stat
 import struct
 from pathlib import Path
 
-from diskdump.devices.base import DeviceGeometry, DumpDevice, Health, Op, SanityResult
-from diskdump.devices.file import BLOCK_SIZE, DEFAULT_MAX_IO_SIZE, AlignedIO, swap_paths
+from diskdump.devices.base import DeviceGeometry, Health, SanityResult
+from diskdump.devices.file import BLOCK_SIZE, DEFAULT_MAX_IO_SIZE, AlignedIO, FdDevice, swap_paths
 from diskdump.errors import DeviceIOError, DeviceNotReadyError
 
 __all__ = ["BlockDevice"]
@@ -69,7 +69,7 @@ def _read_sys(path: Path) -> str | None:
         return None
 
 
-class BlockDevice(DumpDevice):
+class BlockDevice(FdDevice):
     """A Linux block device or partition as a dump device.
 
     :param path: ``/dev/...`` (any name that resolves to the block device)
@@ -300,23 +300,10 @@ class BlockDevice(DumpDevice):
                     f"SCSI device reset failed: {err.strerror}", device=self.name
                 ) from err
 
-    def rw_block(self, op: Op, lba: int, buffer: bytearray | memoryview) -> None:
-        self._io.transfer(op, lba * BLOCK_SIZE, buffer)
-
     def flush(self) -> None:
+        """fsync, then drop the device's page cache (BLKFLSBUF) so reads see the medium."""
+        super().flush()
         try:
-            os.fsync(self._fd)
             fcntl.ioctl(self._fd, BLKFLSBUF)
         except OSError as err:
             raise DeviceIOError(f"flush failed: {err.strerror}", device=self.name) from err
-
-    def shutdown(self) -> None:
-        if self._closed:
-            return
-        self._closed = True
-        try:
-            if self.writable:
-                self.flush()
-        finally:
-            self._io.close()
-            os.close(self._fd)

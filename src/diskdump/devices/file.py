@@ -147,7 +147,41 @@ def _same_file(a: str, st: os.stat_result) -> bool:
     return (other.st_dev, other.st_ino) == (st.st_dev, st.st_ino)
 
 
-class FileDevice(DumpDevice):
+class FdDevice(DumpDevice):
+    """What the file and block drivers share: an open descriptor and positional O_DIRECT I/O.
+
+    Subclasses set ``name``, ``writable``, ``_fd``, ``_io`` and ``_closed`` in
+    their constructor and add their own checks (sanity_check, quiesce, geometry).
+    """
+
+    name: str
+    writable: bool
+    _fd: int
+    _io: AlignedIO
+    _closed: bool
+
+    def rw_block(self, op: Op, lba: int, buffer: bytearray | memoryview) -> None:
+        self._io.transfer(op, lba * BLOCK_SIZE, buffer)
+
+    def flush(self) -> None:
+        try:
+            os.fsync(self._fd)
+        except OSError as err:
+            raise DeviceIOError(f"flush failed: {err.strerror}", device=self.name) from err
+
+    def shutdown(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            if self.writable:
+                self.flush()
+        finally:
+            self._io.close()
+            os.close(self._fd)
+
+
+class FileDevice(FdDevice):
     """A preallocated image file as a dump device.
 
     :param path: the image file
@@ -255,26 +289,6 @@ class FileDevice(DumpDevice):
                 "image file is locked by another process", device=self.name, found=err.strerror
             ) from err
         self._locked = True
-
-    def rw_block(self, op: Op, lba: int, buffer: bytearray | memoryview) -> None:
-        self._io.transfer(op, lba * BLOCK_SIZE, buffer)
-
-    def flush(self) -> None:
-        try:
-            os.fsync(self._fd)
-        except OSError as err:
-            raise DeviceIOError(f"flush failed: {err.strerror}", device=self.name) from err
-
-    def shutdown(self) -> None:
-        if self._closed:
-            return
-        self._closed = True
-        try:
-            if self.writable:
-                self.flush()
-        finally:
-            self._io.close()
-            os.close(self._fd)
 
 
 def _identity(fd: int) -> tuple[int, int]:
