@@ -10,13 +10,17 @@ from typing import Any
 
 from diskdump.cli._render import emit_json, human_size
 from diskdump.cli.exitcodes import ExitCode
-from diskdump.errors import CryptoError
+from diskdump.devices import open_device
+from diskdump.devices.base import BlockIO
+from diskdump.errors import CryptoError, NoDumpFoundError, NotThisFormatError
 from diskdump.formats.crypt import KeyEnvelope
 from diskdump.formats.detect import opened_vmcore
 from diskdump.formats.dumpfile import is_dump_file, opened_dump_file
-from diskdump.formats.dumpimage import DumpImage
+from diskdump.formats.dumpimage import DumpImage, open_dump
+from diskdump.formats.partition import LABEL_SIZE, is_partition_label
 from diskdump.formats.printk import PrintkRecord, format_dmesg
 from diskdump.formats.summary import CrashSummary, read_kernel_log, summarize
+from diskdump.partition.ops import read_label
 
 __all__ = ["register", "run"]
 
@@ -100,6 +104,8 @@ def run(args: argparse.Namespace) -> int:
     """Print the summary or the log of ``args.path``."""
     if is_dump_file(args.path):
         return _dump_file(args)
+    if is_partition_label(_first_block(args.path)):
+        return _dump_partition(args)
     with opened_vmcore(args.path) as source:
         if args.dmesg:
             records = read_kernel_log(source)
@@ -156,16 +162,47 @@ def _text(summary: CrashSummary, path: str) -> str:
     return "".join(f"{name + ':':<14}{value}\n" for name, value in rows)
 
 
+def _first_block(path: str) -> bytes:
+    try:
+        with open(path, "rb") as file:
+            return file.read(LABEL_SIZE)
+    except OSError:
+        return b""
+
+
+def _dump_partition(args: argparse.Namespace) -> int:
+    """A dump partition (block device or image): the dump it holds, read-only."""
+    with open_device(args.path, writable=False) as device:
+        label = read_label(device)
+        try:
+            image = open_dump(BlockIO(device), label.reserve_blocks, name=args.path)
+        except NotThisFormatError as err:
+            raise NoDumpFoundError(
+                "this dump partition holds no dump",
+                device=args.path,
+                hint=f"diskdump check {args.path} tells whether it is ready",
+            ) from err
+        return _show_image(args, image)
+
+
 def _dump_file(args: argparse.Namespace) -> int:
     """The clear facts of a saved dump file (vmcore.encrypted)."""
     with opened_dump_file(args.path) as image:
-        if args.dmesg and image.locked:
-            raise CryptoError(
-                "the kernel log of this dump is encrypted",
-                path=args.path,
-                hint="diskdump decrypt --key PRIVATE.pem IN OUT, then diskdump info OUT",
-            )
-        facts = _dump_facts(image)
+        return _show_image(args, image)
+
+
+def _show_image(args: argparse.Namespace, image: DumpImage) -> int:
+    """Facts (or, for a clear dump, the kernel log) of a dump in our own format."""
+    if args.dmesg and image.locked:
+        raise CryptoError(
+            "the kernel log of this dump is encrypted",
+            path=args.path,
+            hint="diskdump decrypt --key PRIVATE.pem IN OUT, then diskdump info OUT",
+        )
+    if args.dmesg:
+        sys.stdout.write(format_dmesg(read_kernel_log(image), show_caller=args.caller))
+        return ExitCode.OK
+    facts = _dump_facts(image)
     if args.json:
         emit_json({**facts, "path": args.path})
     else:
