@@ -356,8 +356,16 @@ class DumpHeader:
 
     def _validate(self, device: str | None, offset: int) -> None:
         bs = self.block_size
+        # block_size first, on its own: every later check divides by it (a zero
+        # block_size raised ZeroDivisionError here; found by fuzzing)
+        self._check(
+            "block_size",
+            bs >= HEADER_SIZE and bs & (bs - 1) == 0,
+            "a power of two >= 1024",
+            device,
+            offset,
+        )
         checks = (
-            ("block_size", bs >= HEADER_SIZE and bs & (bs - 1) == 0, "a power of two >= 1024"),
             ("page_size", self.page_size > 0 and self.page_size % bs == 0, "a multiple of bs"),
             ("meta_lba", self.meta_lba == self.header_lba + 1, "header_lba + 1"),
             ("data_lba", self.meta_lba + self.meta_blocks <= self.data_lba, ">= metadata end"),
@@ -370,15 +378,18 @@ class DumpHeader:
             ("max_chunk_blocks", self.max_chunk_blocks > 0, "positive"),
         )
         for name, ok, expected in checks:
-            if not ok:
-                raise CorruptDataError(
-                    "dump header field out of range",
-                    device=device,
-                    offset=offset,
-                    field=name,
-                    expected=expected,
-                    found=getattr(self, name),
-                )
+            self._check(name, ok, expected, device, offset)
+
+    def _check(self, name: str, ok: bool, expected: str, device: str | None, offset: int) -> None:
+        if not ok:
+            raise CorruptDataError(
+                "dump header field out of range",
+                device=device,
+                offset=offset,
+                field=name,
+                expected=expected,
+                found=getattr(self, name),
+            )
 
     @property
     def meta_blocks(self) -> int:
