@@ -1,8 +1,9 @@
 # SPDX-License-Identifier: GPL-2.0-or-later
 """Coverage-guided fuzzing of every parser (atheris/libFuzzer), and replay of past findings.
 
-``make test`` runs each target for a short time (``--fuzz-seconds``, default
-60 s, two targets at a time); ``make fuzz`` runs them for 10 minutes each.
+``make test`` runs each target for 60 s, two at a time, from a fixed libFuzzer
+seed (so CI replays the sequence verified before submitting); ``make fuzz``
+(``--fuzz-seconds``) runs them for 10 minutes each from random seeds.
 A reader may raise only diskdump's own errors; it must not hang (libFuzzer
 ``-timeout``) or allocate in proportion to an unchecked length field
 (``-malloc_limit_mb``). Each finding is kept under ``regressions/<target>/``
@@ -35,11 +36,16 @@ def _seconds(config: pytest.Config) -> float:
     return float(value) if value is not None else DEFAULT_SECONDS
 
 
-def _start(name: str, workdir: Path, seconds: float) -> subprocess.Popen[bytes]:
+#: libFuzzer seed of the short runs in `make test`: the same mutation sequence every run, so
+#: CI replays what was verified before submitting; `make fuzz` (--fuzz-seconds) is random
+SMOKE_SEED = 1
+
+
+def _start(name: str, workdir: Path, seconds: float, seed: int) -> subprocess.Popen[bytes]:
     corpus = workdir / name / "corpus"
     corpus.mkdir(parents=True)
-    for i, seed in enumerate(SEEDS[name]()):
-        (corpus / f"seed-{i}").write_bytes(seed)
+    for i, sample in enumerate(SEEDS[name]()):
+        (corpus / f"seed-{i}").write_bytes(sample)
     args = [
         sys.executable,
         "-m",
@@ -62,7 +68,7 @@ def _start(name: str, workdir: Path, seconds: float) -> subprocess.Popen[bytes]:
             cwd=ROOT,
             stdout=log,
             stderr=subprocess.STDOUT,
-            env={**os.environ, "PYTHONPATH": str(ROOT)},
+            env={**os.environ, "PYTHONPATH": str(ROOT), "PYTHONHASHSEED": "0"},
         )
 
 
@@ -70,11 +76,12 @@ def test_fuzz_all_targets(tmp_path: Path, pytestconfig: pytest.Config) -> None:
     """Every target runs clean for the time budget; executions are recorded."""
     need(_has_atheris(), "atheris is not installed (pip install atheris)")
     seconds = _seconds(pytestconfig)
+    seed = SMOKE_SEED if pytestconfig.getoption("--fuzz-seconds") is None else 0
     names = sorted(TARGETS)
     results: dict[str, dict[str, object]] = {}
     failures: list[str] = []
     for pair in (names[i : i + 2] for i in range(0, len(names), 2)):
-        procs = {name: _start(name, tmp_path, seconds) for name in pair}
+        procs = {name: _start(name, tmp_path, seconds, seed) for name in pair}
         for name, proc in procs.items():
             proc.wait(timeout=seconds * 3 + 120)
             out = (tmp_path / name / "log").read_text(errors="replace")
