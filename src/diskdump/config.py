@@ -158,11 +158,11 @@ class Config:
         return replace(self, devices=tuple(DeviceSpec(p) for p in paths))
 
 
-def parse_size(value: str | int, *, field_name: str = "size") -> int:
+def parse_size(value: str | int, *, field_name: str = "size", path: str | None = None) -> int:
     """``"1G"`` -> 1073741824; plain integers are bytes."""
     if isinstance(value, int) and not isinstance(value, bool):
         if value < 0:
-            raise ConfigError("size must not be negative", field=field_name, found=value)
+            raise ConfigError("size must not be negative", path=path, field=field_name, found=value)
         return value
     text = str(value).strip().upper().removesuffix("IB").removesuffix("B")
     suffix = text[-1:] if text[-1:] in _SIZE_SUFFIX else ""
@@ -171,10 +171,14 @@ def parse_size(value: str | int, *, field_name: str = "size") -> int:
         amount = float(number)
     except ValueError:
         raise ConfigError(
-            "not a size", field=field_name, expected="bytes or a K/M/G/T suffix", found=value
+            "not a size",
+            path=path,
+            field=field_name,
+            expected="bytes or a K/M/G/T suffix",
+            found=value,
         ) from None
     if amount < 0:
-        raise ConfigError("size must not be negative", field=field_name, found=value)
+        raise ConfigError("size must not be negative", path=path, field=field_name, found=value)
     return int(amount * _SIZE_SUFFIX[suffix])
 
 
@@ -276,6 +280,17 @@ def _dump(table: Mapping[str, Any], source: str) -> DumpOptions:
     return opts
 
 
+def _check_codec(name: str, field_name: str, source: str) -> None:
+    if name not in _COMPRESSORS:
+        raise ConfigError(
+            "unknown compression",
+            path=source,
+            field=field_name,
+            expected=list(_COMPRESSORS),
+            found=name,
+        )
+
+
 def validate_dump_options(opts: DumpOptions, *, source: str = "<options>") -> None:
     """Raise :class:`ConfigError` for an out-of-range dump option."""
     if not 0 <= opts.level <= 31:
@@ -286,14 +301,7 @@ def validate_dump_options(opts: DumpOptions, *, source: str = "<options>") -> No
             expected="0-31",
             found=opts.level,
         )
-    if opts.compress not in _COMPRESSORS:
-        raise ConfigError(
-            "unknown compression",
-            path=source,
-            field="dump.compress",
-            expected=list(_COMPRESSORS),
-            found=opts.compress,
-        )
+    _check_codec(opts.compress, "dump.compress", source)
     if opts.verify != "full":
         head, _, tail = opts.verify.partition(":")
         if head != "sample" or not tail.isdigit() or int(tail) < 1:
@@ -325,7 +333,9 @@ def _savecore(table: Mapping[str, Any], source: str) -> SavecoreOptions:
     _only(table, set(SavecoreOptions.__dataclass_fields__), "savecore", source)
     values = dict(table)
     if "min_free" in values:
-        values["min_free"] = parse_size(values["min_free"], field_name="savecore.min_free")
+        values["min_free"] = parse_size(
+            values["min_free"], field_name="savecore.min_free", path=source
+        )
     opts = replace(SavecoreOptions(), **values)
     if opts.format not in ("kdump", "elf"):
         raise ConfigError(
@@ -335,14 +345,7 @@ def _savecore(table: Mapping[str, Any], source: str) -> SavecoreOptions:
             expected="kdump or elf",
             found=opts.format,
         )
-    if opts.compress not in _COMPRESSORS:
-        raise ConfigError(
-            "unknown compression",
-            path=source,
-            field="savecore.compress",
-            expected=list(_COMPRESSORS),
-            found=opts.compress,
-        )
+    _check_codec(opts.compress, "savecore.compress", source)
     if opts.max_dumps < 0:
         raise ConfigError("max_dumps must be >= 0", path=source, field="savecore.max_dumps")
     return opts

@@ -111,7 +111,9 @@ def _apply_level(source: MemorySource, level: int, events: list[str]) -> tuple[M
         return source, 0
     try:
         info = vmcoreinfo_from_notes(source.notes)
-        return filter_source(source, types, info), types
+        # use_numpy=False: the panic path is the standard library plus the codec (the
+        # capture initramfs has no NumPy; on a host that has it, importing it costs 11 MiB)
+        return filter_source(source, types, info, use_numpy=False), types
     except DiskdumpError as err:
         message = f"dump level {level} cannot be honoured ({err}); writing level {level & 1}"
         events.append(message)
