@@ -14,6 +14,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa, x25519
 
 from diskdump.formats.chunk import CHUNK_HEADER_SIZE
+from diskdump.formats.partition import PartitionLabel
 
 #: RSA modulus the issue asks for at least
 RSA_BITS = 3072
@@ -96,3 +97,27 @@ def fix_chunk_crcs(buf: bytearray, chunk_offset: int, *, payload: bool, header: 
         smap = bytes(buf[start + STATE_MAP_OFFSET : start + STATE_MAP_OFFSET + -(-pages // 4)])
         fixed = bytes(buf[start : start + PAYLOAD_CRC_OFFSET + 4])
         struct.pack_into("<I", buf, start + HEADER_CRC_OFFSET, zlib.crc32(smap, zlib.crc32(fixed)))
+
+
+def dump_to_image(
+    image: Path, vmcore: Path, keys: KeyPair | None, size: int = 64 << 20
+) -> PartitionLabel:
+    """Format ``image`` and dump ``vmcore`` onto it, encrypted to ``keys`` when given."""
+    from diskdump.cli.main import main
+    from tests.savecore.conftest import make_image
+
+    label = make_image(image, size)
+    args = [
+        "dump",
+        "--unarmed",
+        "--no-mlock",
+        "-q",
+        "--device",
+        str(image),
+        "--source",
+        str(vmcore),
+    ]
+    if keys is not None:
+        args += ["--encrypt-to", str(keys.public_pem)]
+    assert main(args) == 0
+    return label

@@ -24,7 +24,7 @@ from diskdump.formats.dumpfile import opened_dump_file, write_dump_file
 from diskdump.formats.dumpheader import DumpFlag
 from diskdump.formats.printk import format_dmesg
 from diskdump.formats.summary import read_kernel_log
-from tests.crypt.conftest import KeyPair, fix_chunk_crcs
+from tests.crypt.conftest import KeyPair, dump_to_image, fix_chunk_crcs
 from tests.panic.helpers import kernel, write_vmcore
 from tests.savecore.conftest import make_image, saves
 
@@ -233,24 +233,7 @@ def test_savecore_with_the_wrong_key_leaves_the_dump(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     image = tmp_path / "dump.img"
-    make_image(image, IMAGE_SIZE)
-    assert (
-        main(
-            [
-                "dump",
-                "--unarmed",
-                "--no-mlock",
-                "-q",
-                "--device",
-                str(image),
-                "--source",
-                str(vmcore),
-                "--encrypt-to",
-                str(x25519_keys.public_pem),
-            ]
-        )
-        == 0
-    )
+    dump_to_image(image, vmcore, x25519_keys)
     crash = tmp_path / "crash"
     crash.mkdir(mode=0o700)
     capsys.readouterr()
@@ -356,22 +339,7 @@ def test_decrypt_refuses_a_clear_dump_and_an_existing_output(
     from diskdump.formats.dumpimage import open_dump
 
     image = tmp_path / "dump.img"
-    label = make_image(image, IMAGE_SIZE)
-    assert (
-        main(
-            [
-                "dump",
-                "--unarmed",
-                "--no-mlock",
-                "-q",
-                "--device",
-                str(image),
-                "--source",
-                str(vmcore),
-            ]
-        )
-        == 0
-    )
+    label = dump_to_image(image, vmcore, None)
     clear = tmp_path / "clear.dump"
     with open_device(image) as device, clear.open("wb") as out:
         dump = open_dump(BlockIO(device), label.reserve_blocks, name=str(image))

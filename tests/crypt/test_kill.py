@@ -8,19 +8,15 @@ byte for byte what the writer left until the save is durable.
 
 from __future__ import annotations
 
-import os
 import signal
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from diskdump.cli.main import main
-from diskdump.savecore.save import KILL_HOOK_ENV, STEPS
-from tests.crypt.conftest import KeyPair
+from diskdump.savecore.save import STEPS
+from tests.crypt.conftest import KeyPair, dump_to_image
 from tests.panic.helpers import write_vmcore
-from tests.savecore.conftest import device_state, digest, info_of, make_image, saves
+from tests.savecore.conftest import device_state, digest, info_of, run_savecore, saves
 
 IMAGE_SIZE = 64 << 20
 
@@ -30,59 +26,22 @@ def vmcore(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return write_vmcore(tmp_path_factory.mktemp("src") / "src.elf")
 
 
-def _savecore(image: Path, crash: Path, kill_at: str | None) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if k != KILL_HOOK_ENV}
-    if kill_at is not None:
-        env[KILL_HOOK_ENV] = kill_at
-    argv = [
-        sys.executable,
-        "-m",
-        "diskdump.cli.main",
-        "savecore",
-        "--device",
-        str(image),
-        "--dir",
-        str(crash),
-        "--min-free",
-        "0",
-        "--quiet",
-    ]
-    return subprocess.run(argv, env=env, capture_output=True, text=True, timeout=300)
-
-
 @pytest.mark.parametrize("step", ["partial-created", "vmcore-written", "renamed", "reinit-data"])
 def test_encrypted_save_killed_then_rerun_saves_once(
     step: str, tmp_path: Path, vmcore: Path, x25519_keys: KeyPair
 ) -> None:
     image = tmp_path / "dump.img"
-    make_image(image, IMAGE_SIZE)
-    assert (
-        main(
-            [
-                "dump",
-                "--unarmed",
-                "--no-mlock",
-                "-q",
-                "--device",
-                str(image),
-                "--source",
-                str(vmcore),
-                "--encrypt-to",
-                str(x25519_keys.public_pem),
-            ]
-        )
-        == 0
-    )
+    dump_to_image(image, vmcore, x25519_keys)
     crash = tmp_path / "crash"
     crash.mkdir(mode=0o700)
     before = digest(image)
-    killed = _savecore(image, crash, step)
+    killed = run_savecore(image, crash, step)
     assert killed.returncode == -signal.SIGKILL, killed.stderr
     durable = STEPS.index(step) >= STEPS.index("renamed")
     assert len(saves(crash)) == (1 if durable else 0)
     if STEPS.index(step) < STEPS.index("reinit-data"):
         assert digest(image) == before, "device changed before the save was durable"
-    rerun = _savecore(image, crash, None)
+    rerun = run_savecore(image, crash, None)
     assert rerun.returncode == 0, rerun.stderr
     (save,) = saves(crash)
     assert sorted(p.name for p in save.iterdir()) == ["info.json", "info.txt", "vmcore.encrypted"]

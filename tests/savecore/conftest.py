@@ -6,6 +6,8 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -17,6 +19,7 @@ from diskdump.formats.partition import PartitionLabel
 from diskdump.partition.label import find_dump, read_label
 from diskdump.partition.ops import format_device
 from diskdump.partition.verify import verify_device
+from diskdump.savecore.save import KILL_HOOK_ENV
 from tests.builders.kernel import MIB, SyntheticKernel, build_kernel
 from tests.savecore.dumpbuilder import Knobs, write_dump
 
@@ -88,3 +91,26 @@ def device_state(path: Path) -> tuple[bool, bool, bool]:
 
 def digest(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def run_savecore(
+    image: Path, crash: Path, kill_at: str | None = None
+) -> subprocess.CompletedProcess[str]:
+    """`diskdump savecore` in a subprocess; ``kill_at`` names the step it SIGKILLs itself after."""
+    env = {k: v for k, v in os.environ.items() if k != KILL_HOOK_ENV}
+    if kill_at is not None:
+        env[KILL_HOOK_ENV] = kill_at
+    argv = [
+        sys.executable,
+        "-m",
+        "diskdump.cli.main",
+        "savecore",
+        "--device",
+        str(image),
+        "--dir",
+        str(crash),
+        "--min-free",
+        "0",
+        "--quiet",
+    ]
+    return subprocess.run(argv, env=env, capture_output=True, text=True, timeout=300)

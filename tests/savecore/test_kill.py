@@ -10,39 +10,15 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from diskdump.savecore.save import KILL_HOOK_ENV, STEPS
-from tests.savecore.conftest import DumpFactory, device_state, digest, info_of, saves
+from diskdump.savecore.save import STEPS
+from tests.savecore.conftest import DumpFactory, device_state, digest, info_of, run_savecore, saves
 
 #: steps after which the device must still be byte-for-byte what the panic writer left
 _UNTOUCHED = STEPS[: STEPS.index("reinit-data")]
-
-
-def _savecore(image: Path, crash: Path, kill_at: str | None) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if k != KILL_HOOK_ENV}
-    if kill_at is not None:
-        env[KILL_HOOK_ENV] = kill_at
-    argv = [
-        sys.executable,
-        "-m",
-        "diskdump.cli.main",
-        "savecore",
-        "--device",
-        str(image),
-        "--dir",
-        str(crash),
-        "--min-free",
-        "0",
-        "--compress",
-        "zlib",
-        "--quiet",
-    ]
-    return subprocess.run(argv, env=env, capture_output=True, text=True, timeout=300)
 
 
 @pytest.mark.parametrize("step", STEPS)
@@ -51,7 +27,7 @@ def test_killed_at_each_step_then_rerun_saves_exactly_once(
 ) -> None:
     image = dumped()
     before = digest(image)
-    killed = _savecore(image, crash_dir, step)
+    killed = run_savecore(image, crash_dir, step)
     assert killed.returncode == -signal.SIGKILL, killed.stderr
     assert len(saves(crash_dir)) == (1 if STEPS.index(step) >= STEPS.index("renamed") else 0)
     if step in _UNTOUCHED:
@@ -62,7 +38,7 @@ def test_killed_at_each_step_then_rerun_saves_exactly_once(
         leading, trailing, _ok = device_state(image)
         assert leading, "the leading header (the dump id) must be re-initialised last"
         assert trailing == (step == "reinit-data")
-    rerun = _savecore(image, crash_dir, None)
+    rerun = run_savecore(image, crash_dir, None)
     assert rerun.returncode == 0, rerun.stderr
     (save,) = saves(crash_dir)
     assert info_of(save)["status"] == "COMPLETE"
@@ -76,6 +52,6 @@ def test_killed_at_each_step_then_rerun_saves_exactly_once(
     else:
         expected = "saved dump"
     assert expected in rerun.stdout, rerun.stdout
-    again = _savecore(image, crash_dir, None)
+    again = run_savecore(image, crash_dir, None)
     assert again.returncode == 0 and "no dump (no dump header)" in again.stdout
     assert len(saves(crash_dir)) == 1
