@@ -9,6 +9,7 @@ import pytest
 
 from diskdump.config import (
     DEFAULT_CAPTURE_APPEND,
+    WRITTEN_SAMPLE_EVERY,
     FinalAction,
     load_config,
     parse_size,
@@ -64,6 +65,26 @@ def test_full_file(tmp_path: Path) -> None:
     assert config.erase_symbols == ("init_net", "secret:64")
     assert config.erase_system_map == "/boot/System.map"
     assert config.with_devices(["/dev/x"]).devices[0].path == "/dev/x"
+
+
+@pytest.mark.parametrize(
+    ("verify", "sample", "writes", "arm"),
+    [
+        ("written", WRITTEN_SAMPLE_EVERY, True, 1),
+        ("full", 1, False, 1),
+        ("sample:64", 64, False, 64),
+    ],
+)
+def test_verify_modes(tmp_path: Path, verify: str, sample: int, writes: bool, arm: int) -> None:
+    config = load_config(_write(tmp_path, f"[dump]\nverify = '{verify}'\n"), required=True)
+    assert config.dump.sample_every == sample
+    assert config.dump.verify_writes is writes
+    assert config.dump.arm_sample_every == arm
+
+
+def test_default_verification_checks_what_is_written(tmp_path: Path) -> None:
+    dump = load_config(_write(tmp_path, ""), required=True).dump
+    assert dump.verify == "written" and dump.verify_writes
 
 
 def test_missing_file(tmp_path: Path) -> None:

@@ -14,7 +14,9 @@ Every option also has a command-line flag; flags override the file. Example::
 
     [dump]
     allow_maybe = false         # second pass over devices whose sanity_check says "maybe"
-    verify = "full"             # "full", or "sample:N" (every N-th block, plus first and last)
+    verify = "written"          # "written": each block checked just before it is overwritten,
+                                # after a sampled check (every 4096th block) of the whole area;
+                                # "full": every block before the dump; "sample:N": every N-th
     level = 1                   # makedumpfile -d bits: 1 zero, 2/4 page cache, 8 user, 16 free
     compress = "zstd"           # zstd, zlib, lzo, snappy, none
     threads = 0                 # compression workers; 0 = one per online CPU
@@ -55,6 +57,7 @@ from diskdump.errors import ConfigError
 
 __all__ = [
     "DEFAULT_CONFIG_PATH",
+    "WRITTEN_SAMPLE_EVERY",
     "CaptureOptions",
     "Config",
     "DeviceSpec",
@@ -69,6 +72,9 @@ __all__ = [
 DEFAULT_CONFIG_PATH = Path("/etc/diskdump.toml")
 
 _COMPRESSORS = ("zstd", "zlib", "lzo", "snappy", "none")
+#: ``verify = "written"``: the sample checked before the dump (one block in 4096, 16 MiB
+#: apart; a whole-area foreign filesystem or partition is caught before anything is written)
+WRITTEN_SAMPLE_EVERY = 4096
 _SIZE_SUFFIX = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
 
 
@@ -95,7 +101,7 @@ class DumpOptions:
     """Options of the panic-time writer."""
 
     allow_maybe: bool = False
-    verify: str = "full"
+    verify: str = "written"
     level: int = 1
     compress: str = "zstd"
     threads: int = 0
@@ -105,10 +111,25 @@ class DumpOptions:
 
     @property
     def sample_every(self) -> int:
-        """1 for full verification, N for ``sample:N``."""
+        """Blocks between two checked ones before the dump: 1 for ``full``, N for ``sample:N``.
+
+        ``written`` samples (:data:`WRITTEN_SAMPLE_EVERY`) and checks the rest as it writes.
+        """
         if self.verify == "full":
             return 1
+        if self.verify == "written":
+            return WRITTEN_SAMPLE_EVERY
         return int(self.verify.split(":", 1)[1])
+
+    @property
+    def verify_writes(self) -> bool:
+        """Compare every block with its pattern just before overwriting it (``written``)."""
+        return self.verify == "written"
+
+    @property
+    def arm_sample_every(self) -> int:
+        """What ``arm`` checks: every block, unless ``sample:N`` asks for a sample."""
+        return 1 if self.verify in ("full", "written") else self.sample_every
 
 
 @dataclass(frozen=True, slots=True)
@@ -302,14 +323,14 @@ def validate_dump_options(opts: DumpOptions, *, source: str = "<options>") -> No
             found=opts.level,
         )
     _check_codec(opts.compress, "dump.compress", source)
-    if opts.verify != "full":
+    if opts.verify not in ("full", "written"):
         head, _, tail = opts.verify.partition(":")
         if head != "sample" or not tail.isdigit() or int(tail) < 1:
             raise ConfigError(
                 "bad verification coverage",
                 path=source,
                 field="dump.verify",
-                expected="full or sample:N",
+                expected="written, full or sample:N",
                 found=opts.verify,
             )
     if opts.threads < 0 or opts.io_timeout <= 0:

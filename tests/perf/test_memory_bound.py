@@ -39,22 +39,6 @@ IMAGE_SIZE = 768 * MIB
 DISKDUMP = [sys.executable, "-m", "diskdump.cli.main"]
 
 
-class OverBoundError(AssertionError):
-    """The peak RSS bound is broken (and only that: other failures fail the test)."""
-
-
-#: measured 2026-11-26 (docs/performance.md, "Memory"): ``diskdump dump`` peaks at 90 MiB
-#: (-d 1) and 104 MiB (-d 31) on the real vmcore: 28 MiB of device-verification buffers
-#: (partition/verify.py: CHUNK_BLOCKS 2048 x IO_DEPTH 4 reads + BlockPattern stream) and
-#: 11 MiB of NumPy in the page classification. The panic path is another engineer's; the
-#: fix is in the doc. strict: the test fails as soon as the bound holds, to drop the mark.
-PANIC_PATH_OVER = pytest.mark.xfail(
-    strict=True,
-    raises=OverBoundError,
-    reason="panic path over 64 MiB: device verification buffers and NumPy (docs/performance.md)",
-)
-
-
 def run_peak(argv: list[str], tmp_path: Path) -> tuple[int, str]:
     """Run ``argv``; return (peak RSS in bytes, stdout). Fails the test on exit != 0.
 
@@ -114,7 +98,6 @@ def test_convert_peak_rss(
 
 @pytest.mark.parametrize("which", ["sparse", "real"])
 @pytest.mark.parametrize("level", [31, 1])
-@PANIC_PATH_OVER
 def test_dump_peak_rss(
     which: str, level: int, sparse_vmcore: GeneratedImage, tmp_path: Path
 ) -> None:
@@ -126,5 +109,4 @@ def test_dump_peak_rss(
     argv = [*DISKDUMP, "dump", "--unarmed", "--device", str(image), "--source", str(source)]
     rss, stdout = run_peak([*argv, "--level", str(level), "--compress", "zstd", "--json"], tmp_path)
     assert json.loads(stdout)["complete"] is True
-    if rss >= RSS_LIMIT:
-        raise OverBoundError(f"dump -d {level} of {source.name}: peak RSS {rss / MIB:.1f} MiB")
+    assert rss < RSS_LIMIT, f"dump -d {level} of {source.name}: peak RSS {rss / MIB:.1f} MiB"

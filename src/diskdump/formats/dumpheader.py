@@ -54,6 +54,8 @@ from __future__ import annotations
 
 import enum
 import struct
+import sys
+from array import array
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -415,8 +417,10 @@ class DumpMetadata:
     """System state written before any page, so that a dump cut short is still useful."""
 
     notes: bytes = b""
-    ram_runs: tuple[PfnRun, ...] = ()
-    data_runs: tuple[PfnRun, ...] = ()
+    ram_runs: Sequence[PfnRun] = ()
+    #: any ascending sequence when writing (the filter's packed runs are not copied);
+    #: a tuple when read back
+    data_runs: Sequence[PfnRun] = ()
     panic_string: str = ""
     kernel_log: str = ""
     vmcoreinfo: bytes = b""
@@ -445,10 +449,12 @@ def pack_metadata(meta: DumpMetadata) -> bytes:
     # the two records of an encrypted dump only when present: a clear dump's bytes stay as
     # they were; SEALED comes last (its associated data is every record before it)
     optional = ((RecordType.KEY_ENVELOPE, meta.key_envelope), (RecordType.SEALED, meta.sealed))
-    out = bytearray()
+    parts: list[bytes] = []  # one join at the end: one copy of the largest payload, not three
     for rtype, payload in (*records, *((t, p) for t, p in optional if p)):
-        out += pack_record(rtype, payload)
-    return bytes(out)
+        parts.append(_RECORD.pack(rtype, 0, len(payload)))
+        parts.append(payload)
+        parts.append(bytes(-(_RECORD.size + len(payload)) % _RECORD_ALIGN))
+    return b"".join(parts)
 
 
 def unpack_metadata(
@@ -508,7 +514,15 @@ _BYTES_RECORDS = (
 
 
 def _pack_runs(runs: Sequence[PfnRun]) -> bytes:
-    return b"".join(_RUN.pack(r.start_pfn, r.end_pfn) for r in runs)
+    # one flat array of 8-byte words, not a bytes object per run: 16 bytes a run at the
+    # peak (334,590 runs: 5 MiB instead of 49 MiB on the panic path)
+    words = array("Q", bytes(16 * len(runs)))
+    for i, run in enumerate(runs):
+        words[2 * i] = run.start_pfn
+        words[2 * i + 1] = run.end_pfn
+    if sys.byteorder != "little":
+        words.byteswap()
+    return words.tobytes()
 
 
 def _unpack_runs(payload: bytes, device: str | None, offset: int) -> tuple[PfnRun, ...]:

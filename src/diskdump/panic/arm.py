@@ -121,7 +121,7 @@ def check_devices(config: Config, needed: int) -> list[DeviceReadiness]:
     for spec in config.devices:
         try:
             with open_device(spec.path, spec.driver, **dict(spec.options)) as device:
-                result = check_device(device, config.dump.sample_every)
+                result = check_device(device, config.dump.arm_sample_every)
         except DiskdumpError as err:
             out.append(DeviceReadiness(spec.path, False, f"cannot check: {err}"))
             continue

@@ -142,6 +142,7 @@ def run_dump(request: DumpRequest) -> DumpResult:
         io_timeout=opts.io_timeout,
         allow_maybe=opts.allow_maybe,
         sample_every=opts.sample_every,
+        verify_writes=opts.verify_writes,
         unarmed=request.unarmed,
         lock_memory=request.lock_memory,
         progress=request.progress,

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from diskdump.devices.base import DumpDevice, Health
 from diskdump.errors import DiskdumpError
 from diskdump.formats.partition import PartitionLabel
+from diskdump.partition._bulk import SMALL_CHUNK_BLOCKS
 from diskdump.partition.ops import VerifyResult, read_label, verify_device
 
 __all__ = ["Candidate", "Rejection", "Selection"]
@@ -97,7 +98,9 @@ class Selection:
     def _verified(self, device: DumpDevice, health: Health) -> Candidate | None:
         try:
             label = read_label(device)
-            result = verify_device(device, self.sample_every, label=label)
+            result = verify_device(
+                device, self.sample_every, label=label, chunk_blocks=SMALL_CHUNK_BLOCKS
+            )
         except DiskdumpError as err:
             self._reject(device, f"not a usable dump partition: {err}")
             return None

@@ -58,8 +58,8 @@ class SystemState:
         """The metadata records for a dump of ``source``."""
         return DumpMetadata(
             notes=self.notes,
-            ram_runs=tuple(source.ram_runs()),
-            data_runs=tuple(source.data_runs()),
+            ram_runs=source.ram_runs(),
+            data_runs=source.data_runs(),  # not copied: 33 MiB for 334,590 runs (8 GiB -d 31)
             panic_string=self.panic_string,
             kernel_log=self.kernel_log,
             vmcoreinfo=self.vmcoreinfo,

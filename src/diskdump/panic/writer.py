@@ -47,6 +47,7 @@ from diskdump._binary import checksum32
 from diskdump.devices.base import BlockIO, DumpDevice, Health
 from diskdump.errors import (
     DeviceIOError,
+    DeviceRefusedError,
     DeviceTooSmallError,
     DiskdumpError,
     DumpAbortedError,
@@ -64,9 +65,10 @@ from diskdump.formats.dumpheader import (
 )
 from diskdump.formats.encrypted import DumpSealer, header_identity, seal_metadata
 from diskdump.formats.memsource import MemorySource, PfnRun, runs_page_count
+from diskdump.formats.partition import BlockPattern
 from diskdump.panic.compress import ChunkJob, CompressorPool
 from diskdump.panic.crashmode import CrashMode
-from diskdump.panic.ioworker import IoWorker
+from diskdump.panic.ioworker import VERIFY_BLOCKS, IoWorker
 from diskdump.panic.layout import (
     DEFAULT_CHUNK_PAGES,
     DumpLayout,
@@ -86,6 +88,8 @@ log = logging.getLogger(__name__)
 
 #: makedumpfile -d bit 1: exclude pages filled with zeros (the only bit applied at panic time)
 LEVEL_ZERO = 1
+#: errors that move the dump to the next device
+_ABANDON = (DeviceIOError, DeviceRefusedError, DumpAbortedError, DeviceTooSmallError)
 #: seconds between two progress reports
 PROGRESS_PERIOD = 1.0
 
@@ -116,6 +120,9 @@ class WriterSettings:
     :param type_level: the type bits (2-16) the source was already filtered by
         (:func:`diskdump.formats.filtered.filter_source`, applied in :mod:`diskdump.panic.run`)
     :param threads: compression workers (0: compress on the writer thread)
+    :param sample_every: device selection verifies every block (1) or every N-th
+    :param verify_writes: compare every block with its pattern just before overwriting it
+        (``verify = "written"``; :class:`~diskdump.panic.ioworker.IoWorker`)
     :param io_timeout: seconds an rw_block or flush may take before the device is abandoned
     :param progress: called about once a second from the polling loop
     :param public_key: encrypt the dump to this key (formats/encrypted.read_public_key);
@@ -130,6 +137,7 @@ class WriterSettings:
     chunk_pages: int = DEFAULT_CHUNK_PAGES
     allow_maybe: bool = False
     sample_every: int = 1
+    verify_writes: bool = False
     unarmed: bool = False
     lock_memory: bool = True
     progress: Callable[[ProgressInfo], None] | None = None
@@ -187,7 +195,7 @@ def write_dump(
             job = _DeviceDump(candidate, plan, flags, attempt)
             try:
                 result = job.run()
-            except (DeviceIOError, DumpAbortedError, DeviceTooSmallError) as err:
+            except _ABANDON as err:
                 events.append(f"{candidate.device.name}: abandoned: {err}")
                 failures.append(events[-1])
                 log.warning("%s: abandoned (%s); trying the next device", job.name, err)
@@ -323,16 +331,18 @@ class _DeviceDump:
         with ExitStack() as stack:
             stack.callback(self.device.shutdown)
             self.device.quiesce()
+            pattern = BlockPattern(label, VERIFY_BLOCKS) if self.settings.verify_writes else None
             io = IoWorker(
                 BlockIO(self.device, label.reserve_blocks, label.block_count),
                 self.settings.io_timeout,
+                pattern,
             )
             stack.callback(io.close)
             runtime.mod_timer(self._ticker, time.monotonic() + PROGRESS_PERIOD)
             stack.callback(runtime.del_timer, self._ticker)
             header = self._first_header(layout)
             self._write(io, layout.header_lba, header_block(header))
-            self._write(io, layout.meta_lba, self._padded(self.meta, geo.block_size))
+            self._write_meta(io, layout.meta_lba, geo.block_size)
             end_lba, chunks, truncated = self._stream(io, layout, header.dump_id)
             io.flush()
             final = header.finished(
@@ -346,7 +356,7 @@ class _DeviceDump:
             block = header_block(final)
             self._write(io, layout.trailer_lba, block)
             io.flush()
-            self._write(io, layout.header_lba, block)
+            self._write(io, layout.header_lba, block, fresh=False)  # ours since the start
             io.flush()
             self._report()
         return DumpResult(self.name, final, self.bytes_written, time.monotonic() - self.started)
@@ -369,13 +379,19 @@ class _DeviceDump:
             dump_start_time=int(time.time()),
         )
 
-    @staticmethod
-    def _padded(data: bytes, block_size: int) -> bytes:
-        return data + bytes(-len(data) % block_size)
+    def _write_meta(self, io: IoWorker, lba: int, block_size: int) -> None:
+        # the whole blocks straight from the packed metadata, then the padded last block:
+        # no padded copy of a record list that can be megabytes (one run per 16 bytes)
+        whole = len(self.meta) - len(self.meta) % block_size
+        self._write(io, lba, memoryview(self.meta)[:whole])
+        tail = self.meta[whole:]
+        self._write(io, lba + whole // block_size, tail + bytes(-len(tail) % block_size))
 
-    def _write(self, io: IoWorker, lba: int, data: bytes) -> None:
+    def _write(
+        self, io: IoWorker, lba: int, data: bytes | memoryview, *, fresh: bool = True
+    ) -> None:
         if data:
-            io.write(lba, data)
+            io.write(lba, data, fresh=fresh)
             self.bytes_written += len(data)
 
     def _stream(self, io: IoWorker, layout: DumpLayout, dump_id: bytes) -> tuple[int, int, bool]:

@@ -15,10 +15,13 @@ from collections.abc import Callable, Iterator
 
 from diskdump.formats.partition import BLOCK_SIZE, BlockExtent
 
-__all__ = ["CHUNK_BLOCKS", "IO_DEPTH", "Progress", "buffers", "chunks"]
+__all__ = ["CHUNK_BLOCKS", "IO_DEPTH", "SMALL_CHUNK_BLOCKS", "Progress", "buffers", "chunks"]
 
 #: blocks per bulk transfer: 8 MiB, a multiple of the pattern period (256 blocks)
 CHUNK_BLOCKS = 2048
+#: blocks per transfer when verifying at panic time: 1 MiB (one pattern period), so the
+#: capture kernel holds 4 MiB of read buffers and a 2 MiB pattern, not 32 + 17 MiB
+SMALL_CHUNK_BLOCKS = 256
 #: chunks in flight at once in bulk transfers (at least 2: one buffer is always being
 #: produced or compared while the others are with the device)
 IO_DEPTH = 4
@@ -28,15 +31,15 @@ assert IO_DEPTH >= 2
 Progress = Callable[[int, int], None]
 
 
-def chunks(extent: BlockExtent) -> Iterator[tuple[int, int]]:
-    """(lba, block_count) pieces of ``extent``, cut at absolute multiples of CHUNK_BLOCKS."""
+def chunks(extent: BlockExtent, size: int = CHUNK_BLOCKS) -> Iterator[tuple[int, int]]:
+    """(lba, block_count) pieces of ``extent``, cut at absolute multiples of ``size`` blocks."""
     lba = extent.start_lba
     while lba < extent.end_lba:
-        stop = min(extent.end_lba, (lba // CHUNK_BLOCKS + 1) * CHUNK_BLOCKS)
+        stop = min(extent.end_lba, (lba // size + 1) * size)
         yield lba, stop - lba
         lba = stop
 
 
-def buffers() -> list[memoryview]:
-    # page-aligned (O_DIRECT) chunk buffers, freed by reference counting
-    return [memoryview(mmap.mmap(-1, CHUNK_BLOCKS * BLOCK_SIZE)) for _ in range(IO_DEPTH)]
+def buffers(size: int = CHUNK_BLOCKS) -> list[memoryview]:
+    """IO_DEPTH page-aligned (O_DIRECT) buffers of ``size`` blocks, freed by reference counting."""
+    return [memoryview(mmap.mmap(-1, size * BLOCK_SIZE)) for _ in range(IO_DEPTH)]

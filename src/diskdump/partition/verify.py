@@ -53,6 +53,7 @@ def verify_device(
     progress: Progress | None = None,
     *,
     label: PartitionLabel | None = None,
+    chunk_blocks: int = CHUNK_BLOCKS,
 ) -> VerifyResult:
     """Read the dump area and compare every (or every N-th) block with its pattern.
 
@@ -60,6 +61,8 @@ def verify_device(
         the dump area plus its last block
     :param progress: called as ``progress(done_bytes, total_bytes)``
     :param label: the label, if already read
+    :param chunk_blocks: blocks per read (a multiple of the pattern period); the panic
+        path passes SMALL_CHUNK_BLOCKS to bound its memory, format/check the default
     :raises NotThisFormatError: no label (see :func:`read_label`)
     :raises DeviceIOError: a read failed
     """
@@ -67,10 +70,10 @@ def verify_device(
         raise ValueError(f"sample_every must be >= 1, got {sample_every}")
     label = label if label is not None else read_label(device)
     io = BlockIO(device, label.reserve_blocks, label.block_count)
-    pattern = BlockPattern(label, CHUNK_BLOCKS)
+    pattern = BlockPattern(label, chunk_blocks if sample_every == 1 else 1)
     tally = _Tally(pattern)
     if sample_every == 1:
-        _verify_full(io, label.data_extent, tally, progress)
+        _verify_full(io, label.data_extent, tally, progress, chunk_blocks)
     else:
         _verify_sampled(io, label, sample_every, tally, progress)
     return VerifyResult(
@@ -109,10 +112,10 @@ class _Tally:
 
 
 def _verify_full(
-    io: BlockIO, extent: BlockExtent, tally: _Tally, progress: Progress | None
+    io: BlockIO, extent: BlockExtent, tally: _Tally, progress: Progress | None, size: int
 ) -> None:
-    views = buffers()
-    pieces = enumerate(chunks(extent))  # lazily: memory stays O(IO_DEPTH), not O(device)
+    views = buffers(size)
+    pieces = enumerate(chunks(extent, size))  # lazily: memory stays O(IO_DEPTH), not O(device)
     total = extent.block_count * BLOCK_SIZE
     done = 0
 

@@ -37,6 +37,15 @@ panic line and the sizes stay clear. The key is loaded before crash-dump
 mode; a key that does not load means nothing is written. A write error or
 an I/O stall (--io-timeout) moves the dump to the next device; a full
 device keeps what fits and marks the dump incomplete.
+
+Nothing that is not this partition's own is overwritten. With the default
+--verify written, a sample of the dump area (every 4096th block) is checked
+before the dump, and every block is read back and compared with its format
+pattern just before it is overwritten; a block that fails stops the writes
+to that device (lba and reason printed) and the dump moves to the next one.
+--verify full reads the whole area before writing (the seed's exhaustive
+check; slower on large partitions); --verify sample:N checks every N-th
+block before the dump and nothing while writing.
 """
 
 EPILOG = """\
@@ -93,7 +102,13 @@ def register(sub: Any) -> None:
     p.add_argument(
         "--io-timeout", type=float, metavar="S", help="seconds before a stalled device is abandoned"
     )
-    p.add_argument("--verify", metavar="full|sample:N", help="pattern verification coverage")
+    p.add_argument(
+        "--verify",
+        metavar="written|full|sample:N",
+        help="pattern check before overwriting: 'written' (default) checks each block just "
+        "before it is written, after a sample of the area; 'full' reads the whole area first; "
+        "'sample:N' every N-th block first and nothing while writing",
+    )
     p.add_argument(
         "--allow-maybe",
         action="store_true",
