@@ -31,6 +31,7 @@ Every option also has a command-line flag; flags override the file. Example::
     min_free = "1G"             # free-space reserve on the crash filesystem (bytes, or K/M/G/T)
     max_dumps = 5               # older saved dumps beyond this number are removed (0 = keep all)
     decrypt_with = ""           # private key (PEM) to decrypt encrypted dumps while saving
+    threads = 0                 # page-compression workers; 0 = one per CPU
 
     [capture]                   # what `diskdump arm` loads with kexec -p
     kernel = ""                 # capture kernel; "" = /boot/vmlinuz-$(uname -r)
@@ -143,6 +144,7 @@ class SavecoreOptions:
     min_free: int = 1 << 30  #: bytes
     max_dumps: int = 5
     decrypt_with: str = ""
+    threads: int = 0  #: page-compression workers; 0 = one per CPU
 
 
 #: where `diskdump initramfs build` puts the capture initramfs by default
@@ -369,4 +371,11 @@ def _savecore(table: Mapping[str, Any], source: str) -> SavecoreOptions:
     _check_codec(opts.compress, "savecore.compress", source)
     if opts.max_dumps < 0:
         raise ConfigError("max_dumps must be >= 0", path=source, field="savecore.max_dumps")
+    if not isinstance(opts.threads, int) or opts.threads < 0:
+        raise ConfigError(
+            "threads must be an integer >= 0",
+            path=source,
+            field="savecore.threads",
+            found=opts.threads,
+        )
     return opts

@@ -38,6 +38,7 @@ from diskdump.formats.kdump_write import write_kdump
 from diskdump.formats.memsource import MemorySource, PfnRun
 from diskdump.formats.notes import find_vmcoreinfo
 from tests.differential.synthetic import PAGE_SIZE, MemSource, build_source, make_notes
+from tests.panic.helpers import SubsetSource
 
 AVAILABLE = []
 for _name in CODEC_NAMES:
@@ -327,6 +328,23 @@ def test_threads_give_the_same_file(tmp_path: Path) -> None:
     one = write(source, tmp_path / "a", compress="zlib")
     two = write(source, tmp_path / "b", compress="zlib", threads=3)
     assert one.read_bytes() == two.read_bytes()
+
+
+def test_threads_on_fragmented_runs_give_the_same_file(tmp_path: Path) -> None:
+    """One or two pages per run (a -d 31 dump): pages are batched across runs for the workers."""
+    source = build_source()
+    keep = [
+        PfnRun(pfn, pfn + 1 + pfn % 2)
+        for run in source.data_runs()
+        for pfn in range(run.start_pfn, run.end_pfn - 2, 5)
+    ]
+    fragmented = SubsetSource(source, keep)
+    assert len(fragmented.data_runs()) > 300
+    one = write(fragmented, tmp_path / "a", compress="zlib")
+    two = write(fragmented, tmp_path / "b", compress="zlib", threads=2)
+    assert one.read_bytes() == two.read_bytes()
+    with KdumpFile.open(two) as kfile:
+        assert kfile.data_runs() == list(fragmented.data_runs())
 
 
 def test_progress_reports_bytes(tmp_path: Path) -> None:

@@ -26,6 +26,7 @@ The headers are written last.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import os
 from collections.abc import Callable, Iterator, Sequence
@@ -182,7 +183,7 @@ def write_kdump(
     os.ftruncate(fd, 0)
     _write_bitmaps(fd, layout, ram, data)
     with ThreadPoolExecutor(max_workers=threads) if threads > 1 else nullcontext() as pool:
-        pages = _PageWriter(fd, layout, codec, level, pool)
+        pages = _PageWriter(fd, layout, codec, level, pool, threads)
         pages.write_all(source, data, progress)
     end = pages.cursor
     erase = (end, len(erase_info)) if erase_info else (0, 0)
@@ -257,12 +258,19 @@ class _PageWriter:
     """Descriptors and page data, flushed in batches (state of one write)."""
 
     def __init__(
-        self, fd: int, layout: _Layout, codec: Codec, level: int, pool: ThreadPoolExecutor | None
+        self,
+        fd: int,
+        layout: _Layout,
+        codec: Codec,
+        level: int,
+        pool: ThreadPoolExecutor | None,
+        workers: int = 1,
     ) -> None:
         self.fd = fd
         self.layout = layout
         self.codec = codec
         self.pool = pool
+        self.workers = workers
         self.zero_page = bytes(layout.page_size)
         self.cursor = layout.data_offset
         self.desc_cursor = layout.desc_offset
@@ -287,8 +295,7 @@ class _PageWriter:
         blob = bytearray()
         blob_offset = self.cursor
         for pages in self._iter_batches(source, data):
-            encoded = self.pool.map(self._encode, pages) if self.pool else map(self._encode, pages)
-            for page, packed in zip(pages, encoded, strict=True):
+            for page, packed in zip(pages, self._encode_batch(pages), strict=True):
                 descs += self._place(page, packed, blob_offset + len(blob))
                 if packed is None:
                     blob += page
@@ -306,6 +313,18 @@ class _PageWriter:
             progress(0, 0)
 
     def _iter_batches(self, source: MemorySource, data: Sequence[PfnRun]) -> Iterator[list[bytes]]:
+        """Pages in lists of about BATCH_PAGES, across runs (a fragmented -d 31 dump has
+        one run per 1.8 pages: one batch per run would hand the workers a page at a time)."""
+        batch: list[bytes] = []
+        for pages in self._iter_runs(source, data):
+            batch += pages
+            if len(batch) >= BATCH_PAGES:
+                yield batch
+                batch = []
+        if batch:
+            yield batch
+
+    def _iter_runs(self, source: MemorySource, data: Sequence[PfnRun]) -> Iterator[list[bytes]]:
         size = self.layout.page_size
         for run in data:
             for pfn in range(run.start_pfn, run.end_pfn, BATCH_PAGES):
@@ -319,6 +338,21 @@ class _PageWriter:
                         found=len(raw),
                     )
                 yield [raw[i * size : (i + 1) * size] for i in range(count)]
+
+    def _encode_batch(self, pages: list[bytes]) -> Iterator[bytes | bytearray | None]:
+        """Each page encoded; with a pool, one task per worker and batch, not per page.
+
+        A future per page cost more than zlib's 4 KiB compression itself (measured: a
+        savecore of the 8 GiB bench dump took 45 s with 2 workers, 17 s with 1).
+        """
+        if self.pool is None or len(pages) < 2:
+            return map(self._encode, pages)
+        step = -(-len(pages) // self.workers)
+        slices = [pages[i : i + step] for i in range(0, len(pages), step)]
+        return itertools.chain.from_iterable(self.pool.map(self._encode_all, slices))
+
+    def _encode_all(self, pages: list[bytes]) -> list[bytes | bytearray | None]:
+        return [self._encode(page) for page in pages]
 
     def _encode(self, page: bytes) -> bytes | bytearray | None:
         # _ZERO_PAGE (identity) marks a page sharing the zero page; None: store raw

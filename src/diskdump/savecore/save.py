@@ -170,6 +170,8 @@ class SaveOptions:
     :param hostname: host part of the directory name; default: the crashed kernel's nodename
     :param decrypt_with: private key (PEM) that opens encrypted dumps; "" keeps them encrypted
     :param erase: kernel symbols overwritten with the erase filler in the vmcore (``[erase]``)
+    :param threads: page-compression workers of a kdump vmcore; 0 = one per CPU (zlib, zstd
+        and lzo release the GIL, so N workers compress about N times as fast)
     """
 
     dir: str = "/var/crash"
@@ -181,6 +183,12 @@ class SaveOptions:
     hostname: str = ""
     decrypt_with: str = ""
     erase: EraseOptions = field(default_factory=EraseOptions)
+    threads: int = 0
+
+    @property
+    def workers(self) -> int:
+        """The number of compression workers ``threads`` asks for."""
+        return self.threads if self.threads > 0 else max(1, len(os.sched_getaffinity(0)))
 
     def validate(self) -> None:
         """Raise for a bad option, before any I/O.
@@ -192,6 +200,8 @@ class SaveOptions:
             raise ConfigError(
                 "unknown output format", field="format", expected=list(FORMATS), found=self.format
             )
+        if self.threads < 0:
+            raise ConfigError("threads must not be negative", field="threads", found=self.threads)
         if self.min_free < 0 or self.max_dumps < 0:
             raise ConfigError(
                 "min_free and max_dumps must not be negative",
@@ -608,6 +618,7 @@ def _write_vmcore(
         utsname=source_utsname(image),
         progress=progress,
         erase_info=erase_info,
+        threads=options.workers,
     )
     return tuple(erase_info.decode().splitlines()) if erase_info else ()
 

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -110,7 +111,11 @@ def register(sub: Any) -> None:
         help="zstd compression level (default: 1, as makedumpfile)",
     )
     parser.add_argument(
-        "--threads", type=int, default=1, metavar="N", help="compression threads (default: 1)"
+        "--threads",
+        type=int,
+        default=0,
+        metavar="N",
+        help="page-compression threads (default 0: one per CPU)",
     )
     parser.add_argument(
         "--erase",
@@ -155,7 +160,7 @@ def run(args: argparse.Namespace) -> int:
         progress=progress,
         overwrite=args.force,
         zstd_level=args.zstd_level,
-        threads=max(1, args.threads),
+        threads=args.threads if args.threads > 0 else max(1, len(os.sched_getaffinity(0))),
         erase=_erase_options(args),
     )
     _render(result, args.output, as_json=args.json, stream=sys.stderr if to_stdout else None)

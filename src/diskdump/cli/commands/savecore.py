@@ -145,6 +145,13 @@ def register(sub: Any) -> None:
         "--system-map", metavar="FILE", help="System.map for --erase ([erase] system_map)"
     )
     parser.add_argument("--vmlinux", metavar="FILE", help="vmlinux for --erase ([erase] vmlinux)")
+    parser.add_argument(
+        "--threads",
+        metavar="N",
+        type=int,
+        help="page-compression workers of a kdump vmcore ([savecore] threads; "
+        "default 0: one per CPU)",
+    )
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     parser.add_argument("--quiet", action="store_true", help="no progress output")
     parser.set_defaults(func=run)
@@ -181,6 +188,7 @@ def _options(args: argparse.Namespace) -> tuple[list[DeviceSpec], SaveOptions]:
         max_dumps=saved.max_dumps if args.max_dumps is None else args.max_dumps,
         decrypt_with=args.decrypt_with or saved.decrypt_with,
         erase=_erase(args, config),
+        threads=saved.threads if args.threads is None else args.threads,
     )
     return list(config.devices), options
 
