@@ -169,16 +169,22 @@ def plan_windows(
     if priority is not None and priority.pages:
         first = priority.start_pfn // chunk_pages
         last = (priority.end_pfn - 1) // chunk_pages
-        yield from _windows(data_runs, chunk_pages, lambda k: first <= k <= last)
+        stop = (last + 1) * chunk_pages
+        yield from _windows(data_runs, chunk_pages, lambda k: first <= k <= last, stop)
     yield from _windows(data_runs, chunk_pages, lambda k: not first <= k <= last)
 
 
 def _windows(
-    data_runs: Sequence[PfnRun], chunk_pages: int, wanted: Callable[[int], bool]
+    data_runs: Sequence[PfnRun],
+    chunk_pages: int,
+    wanted: Callable[[int], bool],
+    stop_pfn: int | None = None,
 ) -> Iterator[Window]:
     current = -1
     segments: list[tuple[int, int]] = []
     for run in data_runs:
+        if stop_pfn is not None and run.start_pfn >= stop_pfn:
+            break  # the kernel image's windows are done: no pass over the rest of memory
         pfn = run.start_pfn
         while pfn < run.end_pfn:
             k = pfn // chunk_pages
