@@ -378,8 +378,9 @@ def build_chunk(
     if cipher is not None:
         payload = cipher.seal(sequence, header.associated_data(), payload)
     header = replace(header, payload_crc=checksum32(payload))
-    body = header.pack() + payload
-    return body + bytes(-len(body) % block_size)
+    head = header.pack()
+    # one copy of the payload (header + payload + pad would copy it twice)
+    return b"".join((head, payload, bytes(-(len(head) + len(payload)) % block_size)))
 
 
 def decode_payload(

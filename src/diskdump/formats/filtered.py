@@ -35,9 +35,11 @@ from __future__ import annotations
 
 import logging
 from array import array
-from bisect import bisect_right
+from bisect import bisect_left, bisect_right
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
+from itertools import pairwise
+from operator import lt
 from typing import overload
 
 from diskdump._binary import align_down, align_up
@@ -64,6 +66,7 @@ from diskdump.formats.pagetypes import (
     PageLayout,
     Rules,
     classify_block,
+    classify_block_spans,
     level_needs_mem_map,
     validate_level,
 )
@@ -169,6 +172,93 @@ def _packed(runs: Iterable[PfnRun]) -> PackedRuns:
     collector = _RunCollector()
     collector.extend(runs)
     return collector.runs()
+
+
+def _adopt(starts: array[int], ends: array[int]) -> PackedRuns:
+    """A :class:`PackedRuns` holding ``starts`` and ``ends`` as they are, with no call per run.
+
+    The arrays must be what :meth:`PackedRuns.add` would have built: ascending,
+    every run non-empty, each ending before the next starts (touching runs merged).
+    The helpers below build them with slices and bisects of arrays, where adding
+    the runs one by one cost a second on a machine with a million runs.
+    """
+    runs = PackedRuns()
+    runs._starts, runs._ends = starts, ends
+    return runs
+
+
+def _separate(starts: Sequence[int], ends: Sequence[int]) -> bool:
+    """True when the runs are non-empty, ascending and none touches the next."""
+    return all(map(lt, starts, ends)) and all(map(lt, ends[:-1], starts[1:]))
+
+
+def _ascending(runs: Sequence[PfnRun]) -> bool:
+    """True when ``runs`` are non-empty, ascending and disjoint (touching allowed)."""
+    return all(r.start_pfn < r.end_pfn for r in runs) and all(
+        a.end_pfn <= b.start_pfn for a, b in pairwise(runs)
+    )
+
+
+def _append(
+    out_starts: array[int], out_ends: array[int], starts: array[int], ends: array[int]
+) -> None:
+    """Append separate runs (see :func:`_separate`) after ``out``'s, merging the first
+    into ``out``'s last when they touch, as :meth:`PackedRuns.add` does."""
+    if not starts:
+        return
+    if out_ends and starts[0] == out_ends[-1]:
+        out_ends[-1] = ends[0]
+        starts, ends = starts[1:], ends[1:]
+    out_starts.extend(starts)
+    out_ends.extend(ends)
+
+
+def _subtract_packed(runs: Sequence[PfnRun], holes: PackedRuns) -> PackedRuns:
+    """``_packed(_iter_subtract(runs, holes))``, a few array slices per run of ``runs``.
+
+    Made for few ``runs`` (a source's data runs) and many ``holes`` (the type
+    exclusions): each run takes the holes inside it by bisection, and the pieces
+    between them are the holes' ends and starts, sliced.
+    """
+    if not isinstance(runs, PackedRuns) and not _ascending(runs):
+        return _packed(_iter_subtract(runs, holes))
+    h_starts, h_ends = holes._starts, holes._ends
+    out_starts, out_ends = array("Q"), array("Q")
+    for run in runs:
+        start, end = run.start_pfn, run.end_pfn
+        i = bisect_right(h_ends, start)  # first hole ending after the run starts
+        j = bisect_left(h_starts, end)  # first hole starting at or after its end
+        starts = array("Q", [start])
+        starts.extend(h_ends[i:j])
+        ends = h_starts[i:j]
+        ends.append(end)
+        if ends[0] <= starts[0]:  # a hole at the run's start
+            starts, ends = starts[1:], ends[1:]
+        if ends and ends[-1] <= starts[-1]:  # a hole past the run's end
+            starts, ends = starts[:-1], ends[:-1]
+        _append(out_starts, out_ends, starts, ends)
+    return _adopt(out_starts, out_ends)
+
+
+def _intersect_packed(runs: PackedRuns, within: Sequence[PfnRun]) -> PackedRuns:
+    """``PackedRuns(_iter_intersect(runs, within))``, a few array slices per run of ``within``.
+
+    Made for many ``runs`` (the type exclusions) and few ``within`` (RAM runs):
+    the runs inside each RAM run are found by bisection and clipped at its ends.
+    """
+    if not _ascending(within):
+        return PackedRuns(_iter_intersect(runs, within))
+    r_starts, r_ends = runs._starts, runs._ends
+    out_starts, out_ends = array("Q"), array("Q")
+    for run in within:
+        i = bisect_right(r_ends, run.start_pfn)
+        j = bisect_left(r_starts, run.end_pfn)
+        if i < j:
+            starts, ends = r_starts[i:j], r_ends[i:j]
+            starts[0] = max(starts[0], run.start_pfn)
+            ends[-1] = min(ends[-1], run.end_pfn)
+            _append(out_starts, out_ends, starts, ends)
+    return _adopt(out_starts, out_ends)
 
 
 @dataclass(slots=True)
@@ -300,6 +390,8 @@ def _walk(
     total = runs_page_count(ram)
     skip_until = 0
     size = rules.layout.struct_size
+    # the pure-Python classifier hands its runs over as lists, not as PfnRun objects
+    spans = classify_block_spans if classify is classify_block else None
     for mm in mem_maps:
         for pfn, count in _iter_blocks(mm, ram):
             try:
@@ -308,36 +400,70 @@ def _walk(
                 log.warning("struct pages of pfns %#x+%d unreadable, kept: %s", pfn, count, err)
                 out.unreadable_pages += count
                 continue
-            result = classify(rules, pfn, buf, skip_until)
-            skip_until = result.skip_until
-            found.extend(result.runs)
-            for why, pages in result.counts.items():
+            if spans is not None:
+                starts, ends, counts, skip_until = spans(rules, pfn, buf, skip_until)
+                found.extend_spans(starts, ends)
+            else:
+                result = classify(rules, pfn, buf, skip_until)
+                skip_until, counts = result.skip_until, result.counts
+                found.extend(result.runs)
+            for why, pages in counts.items():
                 out.counts[why] = out.counts.get(why, 0) + pages
             out.classified_pages += count
             if progress is not None:
                 progress(out.classified_pages + out.unreadable_pages, total)
-    out.runs = PackedRuns(_iter_intersect(found.runs(), ram))
+    out.runs = _intersect_packed(found.runs(), ram)
     return out
 
 
 class _RunCollector:
-    """Runs arriving in (mostly) ascending order, packed as they come."""
+    """Runs arriving in (mostly) ascending order, packed as they come.
+
+    A block's runs are appended as whole arrays when they are separate and
+    follow the runs before them (every block of a pfn walk); otherwise run by
+    run, as :meth:`PackedRuns.add` would, the ones out of order set aside.
+    """
 
     def __init__(self) -> None:
-        self.packed = PackedRuns()
+        self.starts = array("Q")
+        self.ends = array("Q")
         self.unordered: list[PfnRun] = []  # runs that came out of order (none in pfn walks)
 
     def extend(self, runs: Iterable[PfnRun]) -> None:
+        """Add ``runs``: a list (a block's) at once, any other iterable run by run."""
+        if isinstance(runs, list):
+            self.extend_spans([r.start_pfn for r in runs], [r.end_pfn for r in runs])
+            return
         for run in runs:
-            try:
-                self.packed.add(run.start_pfn, run.end_pfn)
-            except ValueError:
-                self.unordered.append(run)
+            self._add(run.start_pfn, run.end_pfn)
+
+    def extend_spans(self, starts: list[int], ends: list[int]) -> None:
+        """Add the runs ``[starts[i], ends[i])``."""
+        if not starts:
+            return
+        if _separate(starts, ends) and (not self.ends or starts[0] >= self.ends[-1]):
+            _append(self.starts, self.ends, array("Q", starts), array("Q", ends))
+            return
+        for start, end in zip(starts, ends, strict=True):
+            self._add(start, end)
+
+    def _add(self, start: int, end: int) -> None:
+        if end <= start:
+            return
+        if self.ends and start <= self.ends[-1]:
+            if start < self.ends[-1]:
+                self.unordered.append(PfnRun(start, end))
+            else:
+                self.ends[-1] = max(self.ends[-1], end)
+            return
+        self.starts.append(start)
+        self.ends.append(end)
 
     def runs(self) -> PackedRuns:
+        packed = _adopt(self.starts, self.ends)
         if not self.unordered:
-            return self.packed
-        return PackedRuns(merge_runs([*self.packed, *self.unordered]))
+            return packed
+        return PackedRuns(merge_runs([*packed, *self.unordered]))
 
 
 def _unused_vmemmap(
@@ -413,11 +539,15 @@ class FilteredSource(SourceView):
     def data_runs(self) -> Sequence[PfnRun]:
         """Pfns the level keeps (the first call scans for zero pages when bit 1 is set)."""
         if self._data is None:
-            data = _packed(_iter_subtract(self.source.data_runs(), self.types.runs))
+            types = self.types.runs
+            if isinstance(types, PackedRuns):
+                data = _subtract_packed(self.source.data_runs(), types)
+            else:
+                data = _packed(_iter_subtract(self.source.data_runs(), types))
             if self.level & DumpLevel.ZERO:
                 zero = self._find_zero_pages(data)
                 self.zero_pages = runs_page_count(zero)
-                data = PackedRuns(_iter_subtract(data, zero))
+                data = _subtract_packed(data, zero)
             self._data = data
         return self._data
 
