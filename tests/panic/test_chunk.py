@@ -223,3 +223,13 @@ def test_build_and_decode_round_trip(
     assert head.states == raw_states and head.start_pfn == pfn and head.raw_size == len(raw)
     payload = data[CHUNK_HEADER_SIZE : CHUNK_HEADER_SIZE + head.payload_size]
     assert decode_payload(head, payload) == raw
+
+
+@given(st.lists(st.integers(0, 255), max_size=1800))
+def test_pack_states_matches_the_bit_layout(states: list[int]) -> None:
+    """Byte-lane packing equals the documented layout: page i at bits 2*(i%4) of byte i//4."""
+    expected = bytearray(-(-len(states) // 4))
+    for i, state in enumerate(states):
+        expected[i // 4] |= (state & 3) << (2 * (i % 4))
+    assert pack_states(states) == bytes(expected)
+    assert unpack_states(pack_states(states), len(states)) == bytes(s & 3 for s in states)

@@ -48,7 +48,8 @@ def test_watchdog_abandons_a_stalling_device_and_falls_back() -> None:
 def test_outside_timers_do_not_run_during_the_dump_and_the_dumps_own_do() -> None:
     src = small_source(6)
     inner, _ = formatted(blocks=3000)
-    dev = FaultDevice(inner, FaultPlan(latency=0.05))  # ~2.5 s of I/O: several progress ticks
+    # ~2.5 s of I/O (about 8 requests: chunks go out in 1 MiB batches): several progress ticks
+    dev = FaultDevice(inner, FaultPlan(latency=0.3))
     outside: list[str] = []
     reports: list[tuple[ProgressInfo, bool, str, int]] = []
     # armed in normal mode, due while the dump runs

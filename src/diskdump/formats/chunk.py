@@ -115,11 +115,25 @@ class PageState(enum.IntEnum):
 
 
 def pack_states(states: Sequence[int]) -> bytes:
-    """Pack page states, 2 bits each, page i at bits ``2*(i%4)`` of byte ``i//4``."""
-    out = bytearray(-(-len(states) // _PAGES_PER_BYTE))
-    for i, state in enumerate(states):
-        out[i // _PAGES_PER_BYTE] |= (state & _STATE_MASK) << (_STATE_BITS * (i % 4))
-    return bytes(out)
+    """Pack page states, 2 bits each, page i at bits ``2*(i%4)`` of byte ``i//4``.
+
+    Four strided byte lanes, shifted by a translate table each and OR-ed as integers:
+    C loops, not a Python one per page (41 us a chunk before, on the panic path).
+    """
+    raw = bytes(states)
+    size = -(-len(raw) // _PAGES_PER_BYTE)
+    raw += bytes(size * _PAGES_PER_BYTE - len(raw))
+    packed = 0
+    for lane, table in enumerate(_STATE_LANES):
+        packed |= int.from_bytes(raw[lane::_PAGES_PER_BYTE].translate(table), "little")
+    return packed.to_bytes(size, "little")
+
+
+#: per lane k, the translate table v -> (v & 3) << 2k
+_STATE_LANES = tuple(
+    bytes(((v & _STATE_MASK) << (_STATE_BITS * k)) & 0xFF for v in range(256))
+    for k in range(_PAGES_PER_BYTE)
+)
 
 
 def unpack_states(packed: bytes | bytearray | memoryview, page_count: int) -> bytes:

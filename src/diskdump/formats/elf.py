@@ -379,8 +379,13 @@ class _Backing:
             return self.buf[offset : offset + size]
         if self.fd is None:
             raise ValueError(f"{self.path}: read from a closed vmcore")
+        if not self.use_mmap:
+            data = os.pread(self.fd, size, offset)  # the common case: one call, whole
+            if len(data) == size:
+                return data
+            return read_at(self.fd, offset, size, what=what, path=self.path)
         start = offset - offset % MAP_WINDOW_SIZE
-        if self.use_mmap and offset + size <= start + MAP_WINDOW_SIZE:
+        if offset + size <= start + MAP_WINDOW_SIZE:
             window = self._window(start)
             if window is not None:
                 return window[offset - start : offset - start + size]

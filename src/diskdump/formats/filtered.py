@@ -136,6 +136,10 @@ class PackedRuns(Sequence[PfnRun]):
         """The runs' start pfns (for bisect)."""
         return self._starts
 
+    def page_count(self) -> int:
+        """Pages in all runs (:func:`~diskdump.formats.memsource.runs_page_count` uses it)."""
+        return sum(self._ends) - sum(self._starts)
+
     def __len__(self) -> int:
         return len(self._starts)
 

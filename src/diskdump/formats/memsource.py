@@ -105,7 +105,14 @@ def merge_runs(runs: Sequence[PfnRun]) -> list[PfnRun]:
 
 
 def runs_page_count(runs: Sequence[PfnRun]) -> int:
-    """Total number of pfns in ``runs``."""
+    """Total number of pfns in ``runs``.
+
+    A sequence with its own ``page_count()`` (the filter's packed runs: two sums over
+    arrays) answers without building a :class:`PfnRun` per run.
+    """
+    counter = getattr(runs, "page_count", None)
+    if callable(counter):
+        return int(counter())
     return sum(run.pages for run in runs)
 
 

@@ -97,6 +97,10 @@ SPAN_READ_MIN_SEGMENTS = 3
 #: bench image to keep its 762 MiB took 2.5 s more than a read per run)
 SPAN_READ_MAX_WASTE = 2
 _PRESENT = bytes([PageState.PRESENT])
+#: chunks go to the device in requests of at least this size: a level-31 dump's chunks
+#: average 25 KiB (8 GiB bench image), and one O_DIRECT request per chunk, plus the read
+#: that verifies it, cost a device round trip each (5.4 s of a 6.2 s dump)
+WRITE_BATCH_BYTES = 1 << 20
 #: seconds between two progress reports
 PROGRESS_PERIOD = 1.0
 
@@ -299,6 +303,23 @@ def _template(
     )
 
 
+class _Batch:
+    """Consecutive chunks that go to the device in one request (WRITE_BATCH_BYTES)."""
+
+    __slots__ = ("lba", "pages", "parts", "size")
+
+    def __init__(self, lba: int) -> None:
+        self.lba = lba
+        self.parts: list[bytes] = []
+        self.size = 0
+        self.pages = 0
+
+    def add(self, data: bytes, pages: int) -> None:
+        self.parts.append(data)
+        self.size += len(data)
+        self.pages += pages
+
+
 class _DeviceDump:
     """One attempt on one device; :meth:`run` returns or raises, and always shuts it down."""
 
@@ -324,6 +345,9 @@ class _DeviceDump:
         # a dump level's view of the source: its excluded pages can be read through
         # (and dropped) to read a window in one piece (_read_span)
         self._unfiltered = self.source.source if isinstance(self.source, FilteredSource) else None
+        # the windows come from the view's own data runs, so its per-read check that the
+        # pages are kept is redundant: read through (a third of the read cost at -d 31)
+        self._reader = (self._unfiltered or self.source).read_pages
         self._ticker = Timer(self._tick)
 
     def run(self) -> DumpResult:
@@ -415,7 +439,8 @@ class _DeviceDump:
         in_flight = max(2, 2 * pool.threads)
         submitted = written = 0
         lba = layout.data_lba
-        exhausted = truncated = False
+        exhausted = False
+        batch = _Batch(lba)
         try:
             while True:
                 while not exhausted and submitted - written < in_flight:
@@ -427,18 +452,30 @@ class _DeviceDump:
                     submitted += 1
                     runtime.run_pending()
                 if written == submitted:
-                    return lba, written, truncated
+                    self._flush_batch(io, batch)
+                    return lba, written, False
                 chunk = pool.take(written)
                 blocks = len(chunk.data) // bs
                 if lba + blocks > layout.trailer_lba:
+                    self._flush_batch(io, batch)
                     log.warning("%s: full after %d chunks; dump truncated", self.name, written)
                     return lba, written, True
-                self._write(io, lba, chunk.data)
+                batch.add(chunk.data, chunk.held_pages)
                 lba += blocks
                 written += 1
-                self.pages_done += chunk.held_pages
+                if batch.size >= WRITE_BATCH_BYTES:
+                    self._flush_batch(io, batch)
+                    batch = _Batch(lba)
         finally:
             pool.close()
+
+    def _flush_batch(self, io: IoWorker, batch: _Batch) -> None:
+        """Hand the batched chunks to the device as one request."""
+        if batch.parts:
+            data = batch.parts[0] if len(batch.parts) == 1 else b"".join(batch.parts)
+            self._write(io, batch.lba, data)
+            self.pages_done += batch.pages
+            batch.parts = []
 
     def _job(self, sequence: int, window: Window) -> ChunkJob:
         ps = self.page_size
@@ -453,7 +490,7 @@ class _DeviceDump:
                 data = span[1][offset : offset + count * ps]
             else:
                 try:
-                    data = self.source.read_pages(pfn, count)
+                    data = self._reader(pfn, count)
                 except (DiskdumpError, OSError) as err:
                     log.warning("%s: pages %#x+%d unreadable: %s", self.name, pfn, count, err)
                     self.flags |= DumpFlag.SOURCE_SHORT
