@@ -14,6 +14,8 @@ from diskdump.errors import NoDumpDeviceError, NotThisFormatError, OutOfBoundsEr
 from diskdump.formats.chunk import CHUNK_HEADER_SIZE
 from diskdump.formats.dumpheader import DumpFlag, DumpStatus, is_dump_header
 from diskdump.formats.dumpimage import validate_dump
+from diskdump.formats.filtered import FilteredSource, PackedRuns, TypeExclusions
+from diskdump.formats.memsource import PfnRun, runs_page_count
 from diskdump.formats.partition import BLOCK_SIZE
 from diskdump.panic.layout import kernel_image_pfns
 from diskdump.panic.writer import write_dump
@@ -244,3 +246,24 @@ def test_device_without_room_for_the_metadata_is_abandoned() -> None:
         )
         for e in result.events
     )
+
+
+@pytest.mark.parametrize("gap", [1, 3, 8, 9, 40])
+def test_fragmented_level_view_reads_grouped_and_every_page_matches(gap: int) -> None:
+    """A dump level's view with runs of 1-3 pages a few pages apart (a -d 31 dump): the
+    writer reads nearby runs with one call through the view and cuts them apart."""
+    k = kernel()
+    holes: list[PfnRun] = []
+    for run in k.source.data_runs():
+        pfn = run.start_pfn + 1
+        while pfn + gap < run.end_pfn:
+            holes.append(PfnRun(pfn, pfn + gap))
+            pfn += gap + 1 + pfn % 3
+    view = FilteredSource(k.source, 2, TypeExclusions(runs=PackedRuns(holes)))
+    assert len(view.data_runs()) > 300
+    dev, label = formatted()
+    result = write_dump(view, state(), [dev], settings(level=3, type_level=2))
+    assert result.complete and not result.header.flags & DumpFlag.SOURCE_SHORT
+    image = read_back(dev, label)
+    assert list(image.data_runs()) == list(view.data_runs())
+    assert assert_pages_match(image, view) == runs_page_count(view.data_runs())

@@ -45,7 +45,7 @@ def test_dump_level_matches_the_filter(
             kept = {p for r in expected.data_runs() for p in range(r.start_pfn, r.end_pfn)}
             assert held == kept  # zero pages are held as ZERO states, so the sets agree
             assert runs_page_count(expected.data_runs()) < runs_page_count(core.data_runs()) // 2
-            for run in list(image.data_runs())[:200]:
+            for run in image.data_runs():  # every page, not a sample
                 assert image.read_pages(run.start_pfn, run.pages) == core.read_pages(
                     run.start_pfn, run.pages
                 )

@@ -39,7 +39,7 @@ import logging
 import os
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass, field, replace
 
@@ -91,11 +91,10 @@ log = logging.getLogger(__name__)
 LEVEL_ZERO = 1
 #: errors that move the dump to the next device
 _ABANDON = (DeviceIOError, DeviceRefusedError, DumpAbortedError, DeviceTooSmallError)
-#: windows with at least this many runs are read in one piece (_DeviceDump._read_span)
-SPAN_READ_MIN_SEGMENTS = 3
-#: ... when the span is at most this many times the kept pages (reading all 8 GiB of the
-#: bench image to keep its 762 MiB took 2.5 s more than a read per run)
-SPAN_READ_MAX_WASTE = 2
+#: runs of a window at most this many excluded pages apart are read with one call
+#: (_DeviceDump._segments); reading a whole window regardless (all 8 GiB of the bench
+#: image, to keep 762 MiB) took 2.5 s more than a read per run
+SPAN_READ_MAX_GAP = 8
 _PRESENT = bytes([PageState.PRESENT])
 #: chunks go to the device in requests of at least this size: a level-31 dump's chunks
 #: average 25 KiB (8 GiB bench image), and one O_DIRECT request per chunk, plus the read
@@ -483,18 +482,9 @@ class _DeviceDump:
         parts: list[bytes] = []
         exclude_zero = bool(self.settings.level & LEVEL_ZERO)
         held = 0
-        span = self._read_span(window)
-        for pfn, count in window.segments:
-            if span is not None:
-                offset = (pfn - span[0]) * ps
-                data = span[1][offset : offset + count * ps]
-            else:
-                try:
-                    data = self._reader(pfn, count)
-                except (DiskdumpError, OSError) as err:
-                    log.warning("%s: pages %#x+%d unreadable: %s", self.name, pfn, count, err)
-                    self.flags |= DumpFlag.SOURCE_SHORT
-                    continue
+        for pfn, count, data in self._segments(window):
+            if data is None:
+                continue
             base = pfn - window.start_pfn
             if not exclude_zero:
                 states[base : base + count] = _PRESENT * count
@@ -510,28 +500,45 @@ class _DeviceDump:
             held += count
         return ChunkJob(sequence, window.start_pfn, bytes(states), b"".join(parts), held)
 
-    def _read_span(self, window: Window) -> tuple[int, bytes] | None:
-        """The window's pages from its first kept pfn to its last, in one read, or None.
+    def _segments(self, window: Window) -> Iterator[tuple[int, int, bytes | None]]:
+        """``(pfn, count, contents)`` of each segment of ``window``; None if unreadable.
 
         A level-31 dump keeps one run per two pages or so (334,590 runs in the 8 GiB
-        bench image): a read per run cost more than the pages themselves. A window is
-        at most ``chunk_pages`` pfns (1 MiB), so reading the excluded pages between the
-        kept ones costs one copy of at most that. Only for a filtered view, whose
-        underlying source holds the excluded pages unchanged; None (read run by run) when
-        the span leaves the source's data (a hole between two PT_LOADs).
+        bench image), and a read per run cost more than the pages themselves. Segments
+        of a filtered view less than SPAN_READ_MAX_GAP excluded pages apart are read
+        with one call through the view (its underlying source holds the excluded pages
+        unchanged) and cut apart: copying a few excluded pages is cheaper than a system
+        call. A group whose read fails (a hole between two PT_LOADs) is read run by run.
         """
         segments = window.segments
-        if self._unfiltered is None or len(segments) < SPAN_READ_MIN_SEGMENTS:
-            return None
-        first = segments[0][0]
-        last_pfn, last_count = segments[-1]
-        kept = sum(count for _, count in segments)
-        if (last_pfn + last_count - first) > SPAN_READ_MAX_WASTE * kept:
-            return None  # mostly excluded pages: reading them would cost more than the calls
-        try:
-            return first, self._unfiltered.read_pages(first, last_pfn + last_count - first)
-        except (DiskdumpError, OSError):
-            return None
+        ps = self.page_size
+        i = 0
+        while i < len(segments):
+            first, count = segments[i]
+            j, end = i + 1, first + count
+            if self._unfiltered is not None:
+                while j < len(segments) and segments[j][0] - end <= SPAN_READ_MAX_GAP:
+                    end = segments[j][0] + segments[j][1]
+                    j += 1
+            span: bytes | None = None
+            if j - i > 1:
+                assert self._unfiltered is not None
+                try:
+                    span = self._unfiltered.read_pages(first, end - first)
+                except (DiskdumpError, OSError):
+                    span = None
+            for pfn, n in segments[i:j]:
+                if span is not None:
+                    offset = (pfn - first) * ps
+                    yield pfn, n, span[offset : offset + n * ps]
+                    continue
+                try:
+                    yield pfn, n, self._reader(pfn, n)
+                except (DiskdumpError, OSError) as err:
+                    log.warning("%s: pages %#x+%d unreadable: %s", self.name, pfn, n, err)
+                    self.flags |= DumpFlag.SOURCE_SHORT
+                    yield pfn, n, None
+            i = j
 
     def _progress(self) -> ProgressInfo:
         return ProgressInfo(
