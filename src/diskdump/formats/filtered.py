@@ -570,6 +570,15 @@ class FilteredSource(SourceView):
             self._data = data
         return self._data
 
+    def drop_excluded_runs(self) -> None:
+        """Compute the kept runs, then forget the excluded ones (the counts stay).
+
+        The panic path needs only the kept runs; the excluded ones cost as much again
+        (16 bytes a run: 5.4 MiB for the 8 GiB bench image at -d 31).
+        """
+        self.data_runs()
+        self.types.runs = PackedRuns()
+
     def read_pages(self, pfn: int, count: int) -> bytes:
         """Contents of ``count`` pages from ``pfn``, all kept by the level.
 

@@ -42,6 +42,8 @@ log = logging.getLogger(__name__)
 
 #: OOM_SCORE_ADJ_MIN (include/uapi/linux/oom.h): never killed by the OOM killer
 OOM_SCORE_ADJ_MIN = -1000
+#: mallopt parameter (glibc malloc.h): the most malloc arenas the process may have
+M_ARENA_MAX = -8
 #: mlockall flags (include/uapi/asm-generic/mman-common.h); MCL_ONFAULT since Linux 4.4
 MCL_CURRENT = 1
 MCL_FUTURE = 2
@@ -89,12 +91,24 @@ class CrashMode:
         self._gc_was_enabled = gc.isenabled()
         gc.disable()
         self.report.append("garbage collector off")
+        self._one_arena()
         if self.lock_memory:
             self._mlockall()
         self._set_oom()
         runtime.enter_crashdump_mode()
         self.report.append("timers and tasklets on private lists")
         return self
+
+    def _one_arena(self) -> None:
+        # glibc gives each thread that allocates its own malloc arena; the writer's
+        # compression and I/O threads free buffers the writer thread allocated, and the
+        # arenas' free lists stay resident (and locked): one arena measured 3 MiB less
+        # peak RSS on the 8 GiB bench dump, at no cost in time
+        try:
+            done = self._libc.mallopt(M_ARENA_MAX, 1) == 1
+        except AttributeError:  # not glibc
+            done = False
+        self.report.append("one malloc arena" if done else "malloc arenas unchanged")
 
     def _mlockall(self) -> None:
         # MCL_ONFAULT: lock pages as they are touched instead of reading every mapping in

@@ -113,7 +113,9 @@ def _apply_level(source: MemorySource, level: int, events: list[str]) -> tuple[M
         info = vmcoreinfo_from_notes(source.notes)
         # use_numpy=False: the panic path is the standard library plus the codec (the
         # capture initramfs has no NumPy; on a host that has it, importing it costs 11 MiB)
-        return filter_source(source, types, info, use_numpy=False), types
+        filtered = filter_source(source, types, info, use_numpy=False)
+        filtered.drop_excluded_runs()  # the writer needs the kept runs only
+        return filtered, types
     except DiskdumpError as err:
         message = f"dump level {level} cannot be honoured ({err}); writing level {level & 1}"
         events.append(message)
