@@ -391,6 +391,15 @@ class _Backing:
                 return window[offset - start : offset - start + size]
         return read_at(self.fd, offset, size, what=what, path=self.path)
 
+    def advise(self, offset: int, size: int) -> None:
+        """``posix_fadvise(WILLNEED)`` for a file read with pread; otherwise nothing."""
+        if self.fd is None or self.use_mmap or self.buf is not None:
+            return
+        try:
+            os.posix_fadvise(self.fd, offset, size, os.POSIX_FADV_WILLNEED)
+        except OSError:  # a pipe, or a filesystem that refuses: only a hint
+            pass
+
     def _window(self, start: int) -> mmap.mmap | None:
         window = self._windows.pop(start, None)
         if window is None:
@@ -787,6 +796,23 @@ class ElfVmcore:
                 out[lo - address : hi - address] = self._backing.read(offset, hi - lo, "segment")
             index += 1
         return bytes(out)
+
+    def prefetch_pages(self, pfn: int, count: int) -> None:
+        """Ask the kernel to start reading pages ``[pfn, pfn + count)`` of the file now.
+
+        ``posix_fadvise(WILLNEED)``: asynchronous, a hint only (nothing happens for a
+        mapped /proc/vmcore, already in memory). A dump level keeps scattered pages,
+        and a read per run from a cold file defeats the kernel's sequential readahead;
+        announcing each window's span a few windows ahead turns that into streaming.
+        """
+        address, end = pfn * self._page_size, (pfn + count) * self._page_size
+        index = max(bisect_right(self._starts, address) - 1, 0)
+        while index < len(self._pieces) and self._pieces[index].start < end:
+            piece = self._pieces[index]
+            lo, hi = max(address, piece.start), min(end, piece.data_end)
+            if lo < hi:
+                self._backing.advise(piece.file_offset + lo - piece.start, hi - lo)
+            index += 1
 
 
 def _checked_segments(
