@@ -48,6 +48,7 @@ def run_peak(argv: list[str], tmp_path: Path) -> tuple[int, str]:
     """
     run = run_measured(argv, stdout=tmp_path / "stdout", drop_caches=False)
     assert run.exit_code == 0, f"{argv[3]} exited {run.exit_code}: {run.stderr[-1500:]}"
+    print(f"peak RSS {run.peak_rss / MIB:.1f} MiB: {' '.join(argv[3:])}")  # shown with -s
     return run.peak_rss, (tmp_path / "stdout").read_text()
 
 
