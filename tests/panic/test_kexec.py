@@ -54,8 +54,8 @@ def _paths(tmp_path: Path, reserved: int | None) -> CapturePaths:
     ("reserved", "message"),
     [
         (None, r"this kernel cannot load a capture kernel on .*kexec_crash_size"),
-        (0, r"too little memory reserved .*expected '>= 192 MiB', got '0 MiB'"),
-        (176 << 20, r"too little memory reserved .*got '176 MiB'"),
+        (0, r"too little memory reserved .*expected '>= 160 MiB', got '0 MiB'"),
+        (144 << 20, r"too little memory reserved .*got '144 MiB'"),
     ],
 )
 def test_reservation_is_checked(tmp_path: Path, reserved: int | None, message: str) -> None:

@@ -47,7 +47,7 @@ log = logging.getLogger(__name__)
 PhaseCallback = Callable[[str, float, str], None]
 
 #: smallest crashkernel= (MiB) measured to capture with this initramfs (docs/vm.md)
-DEFAULT_CRASHKERNEL_MIB = 192
+DEFAULT_CRASHKERNEL_MIB = 160
 #: the blank disk the writer must skip, and the formatted dump device, as the guest sees them
 BLANK_DEVICE, DUMP_DEVICE = "/dev/vda", "/dev/vdb"
 #: guest device of the ext4 disk savecore writes to when it runs in the guest

@@ -26,8 +26,8 @@ codec library, the configuration). `diskdump dump` verifies it before it
 writes anything. Then the capture kernel is loaded with `kexec -p` (the
 [capture] section: kernel, initramfs from `diskdump initramfs build`, and
 `irqpoll nr_cpus=1 reset_devices` appended to the running command line), after
-checking that crashkernel= memory is reserved and large enough (192 MiB is
-the measured minimum for the default capture initramfs). Under kernel
+checking that crashkernel= memory is reserved and large enough (160 MiB; 144
+MiB is the measured minimum for the default capture initramfs). Under kernel
 lockdown (Secure Boot) kexec_file_load is used, which verifies the signature.
 `diskdump status` then says whether a crash now would be captured.
 

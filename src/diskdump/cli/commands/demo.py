@@ -20,7 +20,7 @@ if TYPE_CHECKING:
 # every command module, and the QEMU harness has no business in its memory
 
 #: must equal diskdump.vm.cycle.DEFAULT_CRASHKERNEL_MIB (a test checks)
-DEFAULT_CRASHKERNEL_MIB = 192
+DEFAULT_CRASHKERNEL_MIB = 160
 
 DESCRIPTION = """\
 The whole crash-dump cycle on a real kernel, narrated: Debian's kernel boots
