@@ -86,6 +86,14 @@ def test_verified_dump_is_complete_and_checks_every_written_block() -> None:
     # the whole written extent went through the check: header, metadata, every chunk, trailer
     written = result.header.data_end_lba - result.header.header_lba + 1
     assert result.bytes_written >= written * BLOCK_SIZE
+    coverage = [e for e in result.events if "pattern checked on" in e]
+    assert coverage == [
+        f"mem0: pattern checked on {-(-label.data_blocks // SAMPLE) + 1} of {label.data_blocks} "
+        f"blocks before the dump (every {SAMPLE}th and the last); "
+        # every block written, less the leading header's rewrite (ours since the start)
+        f"{result.bytes_written // BLOCK_SIZE - 1} blocks read back and compared before being "
+        "overwritten"
+    ]
 
 
 def test_write_error_stops_the_queue_no_later_write_reaches_the_device() -> None:

@@ -215,12 +215,27 @@ def write_dump(
                 flags = (flags & ~DumpFlag.MAYBE_DEVICE) | DumpFlag.FALLBACK
                 continue
             events.extend(f"{r.device}: skipped: {r.reason}" for r in selection.rejected)
+            events.append(_coverage(candidate, job.verified_blocks))
             return replace(result, events=tuple(events))
         reasons = [*given, *(f"{r.device}: {r.reason}" for r in selection.rejected), *failures]
     raise NoDumpDeviceError(
         f"no device could take the dump ({len(devices)} configured)",
         hint="; ".join(reasons) or "no dump device configured",
     )
+
+
+def _coverage(candidate: Candidate, written_checked: int) -> str:
+    """The pattern check's coverage on the device that took the dump, in words."""
+    before = candidate.verify
+    text = (
+        f"{candidate.device.name}: pattern checked on {before.checked_blocks} of "
+        f"{before.data_blocks} blocks before the dump"
+    )
+    if before.sample_every > 1:
+        text += f" (every {before.sample_every}th and the last)"
+    if written_checked:
+        text += f"; {written_checked} blocks read back and compared before being overwritten"
+    return text
 
 
 @dataclass(frozen=True, slots=True)
@@ -351,6 +366,7 @@ class _DeviceDump:
         # pages are kept is redundant: read through (a third of the read cost at -d 31)
         self._reader = (self._unfiltered or self.source).read_pages
         self._ticker = Timer(self._tick)
+        self.verified_blocks = 0  #: blocks read back and compared before being overwritten
 
     def run(self) -> DumpResult:
         label = self.label
@@ -374,6 +390,7 @@ class _DeviceDump:
                 pattern,
             )
             stack.callback(io.close)
+            stack.callback(lambda: setattr(self, "verified_blocks", io.verified_blocks))
             runtime.mod_timer(self._ticker, time.monotonic() + PROGRESS_PERIOD)
             stack.callback(runtime.del_timer, self._ticker)
             header = self._first_header(layout)
