@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from diskdump.devices.base import BlockIO
+from diskdump.devices.base import BlockIO, Op
 from diskdump.devices.fault import FaultDevice, FaultPlan
 from diskdump.devices.memory import MemoryDevice
 from diskdump.errors import (
@@ -347,9 +347,11 @@ def test_sealed_chunk_shorter_than_its_tag_is_refused() -> None:
 
 def test_each_device_attempt_gets_its_own_dump_key(x25519_keys: KeyPair) -> None:
     # the first device fails after its headers: the second rewrites every chunk sequence
-    first, _ = formatted(blocks=3000, name="first")
+    first, label1 = formatted(blocks=3000, name="first")
     second, label = formatted(blocks=3000, name="second")
-    failing = FaultDevice(first, FaultPlan(fail_at_call=4, fail_op=None))
+    # the leading header (lba R) and the metadata go out; the first chunk write fails
+    fail = FaultPlan(fail_at_lba=label1.reserve_blocks + 3, fail_op=Op.WRITE)
+    failing = FaultDevice(first, fail)
     result = write_dump(
         small_source(2), state(), [failing, second], settings(public_key=x25519_keys.public)
     )
