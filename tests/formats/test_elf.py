@@ -30,10 +30,10 @@ from diskdump.formats.elf import (
     Elf64Shdr,
     ElfVmcore,
     PhdrType,
-    _Backing,
     is_elf,
 )
 from diskdump.formats.elf_write import write_elf
+from diskdump.formats.filebacking import Backing
 from diskdump.formats.memsource import PfnRun, merge_runs
 from diskdump.formats.notes import NoteType, PrStatus, iter_notes, pack_note, prstatus_notes
 from tests.builders.elfcore import (
@@ -125,7 +125,7 @@ def test_mmap_refused_falls_back_to_pread() -> None:
     # sysfs refuses mmap (ENODEV) like /proc/vmcore on kernels before 3.11
     path = "/sys/kernel/notes"
     need(Path(path).exists(), f"{path} is missing (no sysfs)")
-    backing = _Backing.open(path)
+    backing = Backing.open(path)
     try:
         assert backing.buf is None and backing.size > 0
         blob = backing.read(0, backing.size, "notes")

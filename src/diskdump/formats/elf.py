@@ -42,7 +42,6 @@ left out: they split segments, so a reader sees a gap, never zeros.
 from __future__ import annotations
 
 import logging
-import mmap
 import os
 import struct
 from bisect import bisect_right
@@ -52,7 +51,7 @@ from enum import IntEnum, IntFlag
 from types import TracebackType
 from typing import BinaryIO
 
-from diskdump._binary import align_up, read_at
+from diskdump._binary import align_up
 from diskdump.errors import (
     BadMagicError,
     CorruptDataError,
@@ -62,6 +61,7 @@ from diskdump.errors import (
     TruncatedError,
     UnsupportedVersionError,
 )
+from diskdump.formats.filebacking import Backing, prefers_mmap
 from diskdump.formats.memsource import (
     PfnRun,
     merge_runs,
@@ -314,117 +314,6 @@ def is_elf(f: BinaryIO) -> bool:
         return False
 
 
-#: bytes of the file mapped at a time: makedumpfile maps /proc/vmcore in 4 MiB windows too
-#: (MAP_REGION); mapping the whole file made every page read stay resident, so the peak
-#: RSS grew with the vmcore (586 MiB for a 528 MiB ELF, 2.1 GiB for a 2 GiB one)
-MAP_WINDOW_SIZE = 4 << 20
-#: windows kept mapped at once: the page-table walk, the struct pages and the page data
-#: being written each have their own place in the file
-MAP_WINDOWS = 2
-
-
-def _prefers_mmap(path: str) -> bool:
-    """Map /proc/vmcore; read ordinary files with pread.
-
-    ``read()`` of /proc/vmcore copies the old kernel's memory a page at a time
-    through a temporary mapping, so makedumpfile and we map it instead. For a
-    file in the page cache ``pread`` is the faster of the two (measured on the
-    8 GiB bench image: 2.4 GiB of kept pages in 1.14 s by pread, 2.23 s by
-    4 MiB mmap windows, whose page faults cost more than the copy), and it
-    keeps the kernel's sequential readahead when the file is on disk.
-    """
-    return os.path.realpath(path).startswith("/proc/")
-
-
-class _Backing:
-    """The file's bytes: a bytes object, or bounded mmap windows, or positional reads.
-
-    At most :data:`MAP_WINDOWS` windows of :data:`MAP_WINDOW_SIZE` bytes are mapped
-    (least recently used unmapped first), so the pages of the file this process
-    holds mapped, and mlockall(MCL_ONFAULT) locks, stay bounded whatever the size of
-    the vmcore. A read that does not fit one window is a ``pread``.
-    """
-
-    def __init__(
-        self, path: str, fd: int | None, buf: bytes | None, size: int, *, use_mmap: bool = False
-    ) -> None:
-        self.path = path
-        self.fd = fd
-        self.buf = buf
-        self.size = size
-        self.use_mmap = use_mmap and fd is not None and size > 0
-        self._windows: dict[int, mmap.mmap] = {}  # window start -> map, oldest first
-
-    @classmethod
-    def open(cls, path: str, *, use_mmap: bool = True) -> _Backing:
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-        try:
-            # /proc/vmcore reports its size in st_size; lseek covers devices
-            size = os.fstat(fd).st_size or os.lseek(fd, 0, os.SEEK_END)
-        except BaseException:
-            os.close(fd)
-            raise
-        return cls(path, fd, None, size, use_mmap=use_mmap)
-
-    def read(self, offset: int, size: int, what: str) -> bytes:
-        if offset < 0 or size < 0 or offset + size > self.size:
-            raise TruncatedError(
-                f"{what} runs past the end of the file",
-                path=self.path,
-                offset=offset,
-                expected=f"end <= {self.size:#x}",
-                found=f"end {offset + size:#x}",
-            )
-        if self.buf is not None:
-            return self.buf[offset : offset + size]
-        if self.fd is None:
-            raise ValueError(f"{self.path}: read from a closed vmcore")
-        if not self.use_mmap:
-            data = os.pread(self.fd, size, offset)  # the common case: one call, whole
-            if len(data) == size:
-                return data
-            return read_at(self.fd, offset, size, what=what, path=self.path)
-        start = offset - offset % MAP_WINDOW_SIZE
-        if offset + size <= start + MAP_WINDOW_SIZE:
-            window = self._window(start)
-            if window is not None:
-                return window[offset - start : offset - start + size]
-        return read_at(self.fd, offset, size, what=what, path=self.path)
-
-    def advise(self, offset: int, size: int) -> None:
-        """``posix_fadvise(WILLNEED)`` for a file read with pread; otherwise nothing."""
-        if self.fd is None or self.use_mmap or self.buf is not None:
-            return
-        try:
-            os.posix_fadvise(self.fd, offset, size, os.POSIX_FADV_WILLNEED)
-        except OSError:  # a pipe, or a filesystem that refuses: only a hint
-            pass
-
-    def _window(self, start: int) -> mmap.mmap | None:
-        window = self._windows.pop(start, None)
-        if window is None:
-            if len(self._windows) >= MAP_WINDOWS:
-                self._windows.pop(next(iter(self._windows))).close()
-            try:
-                length = min(MAP_WINDOW_SIZE, self.size - start)
-                window = mmap.mmap(self.fd, length, access=mmap.ACCESS_READ, offset=start)  # type: ignore[arg-type]
-            except (OSError, ValueError) as err:
-                log.info("%s: mmap failed (%s), reading with pread", self.path, err)
-                self.use_mmap = False
-                return None
-        self._windows[start] = window  # most recently used last
-        return window
-
-    def close(self) -> None:
-        for window in self._windows.values():
-            window.close()
-        self._windows.clear()
-        self.buf = None
-        if self.fd is not None:
-            os.close(self.fd)
-            self.fd = None
-
-
 @dataclass(frozen=True, slots=True)
 class _Piece:
     """Physical bytes [start, end) are RAM from one PT_LOAD; [start, data_end) are in the file."""
@@ -517,7 +406,7 @@ def _check_ehdr(ehdr: Elf64Ehdr, path: str) -> None:
         )
 
 
-def _program_header_count(ehdr: Elf64Ehdr, backing: _Backing) -> int:
+def _program_header_count(ehdr: Elf64Ehdr, backing: Backing) -> int:
     """e_phnum, or section 0's sh_info under extended numbering (PN_XNUM)."""
     phnum = ehdr.e_phnum
     if phnum == PN_XNUM:
@@ -543,7 +432,7 @@ def _program_header_count(ehdr: Elf64Ehdr, backing: _Backing) -> int:
     return phnum
 
 
-def _read_program_headers(ehdr: Elf64Ehdr, backing: _Backing) -> list[Elf64Phdr]:
+def _read_program_headers(ehdr: Elf64Ehdr, backing: Backing) -> list[Elf64Phdr]:
     phnum = _program_header_count(ehdr, backing)
     table_size = phnum * Elf64Phdr.SIZE
     if ehdr.e_phoff + table_size > backing.size:
@@ -559,7 +448,7 @@ def _read_program_headers(ehdr: Elf64Ehdr, backing: _Backing) -> list[Elf64Phdr]
     return [Elf64Phdr(*fields) for fields in _PHDR.iter_unpack(raw)]
 
 
-def _check_segment(ph: Elf64Phdr, index: int, phoff: int, backing: _Backing, clamp: bool) -> int:
+def _check_segment(ph: Elf64Phdr, index: int, phoff: int, backing: Backing, clamp: bool) -> int:
     """Bytes of ``ph``'s file data present in the file (p_filesz, or less when ``clamp``)."""
     where = phoff + index * Elf64Phdr.SIZE
     if ph.p_type == PhdrType.PT_LOAD and ph.p_filesz > ph.p_memsz:
@@ -588,7 +477,7 @@ def _check_segment(ph: Elf64Phdr, index: int, phoff: int, backing: _Backing, cla
     )
 
 
-def _read_notes(phdrs: Sequence[Elf64Phdr], backing: _Backing) -> bytes:
+def _read_notes(phdrs: Sequence[Elf64Phdr], backing: Backing) -> bytes:
     """Every PT_NOTE's notes, concatenated (as /proc/vmcore merges them), each trimmed
     at its terminating empty note so the concatenation stays one valid blob."""
     parts: list[bytes] = []
@@ -638,7 +527,7 @@ class ElfVmcore:
     mmap of the file (positional reads where mmap is refused).
     """
 
-    def __init__(self, backing: _Backing, *, page_size: int | None = None) -> None:
+    def __init__(self, backing: Backing, *, page_size: int | None = None) -> None:
         self._backing = backing
         self.path = backing.path
         self.header = Elf64Ehdr.unpack(backing.read(0, Elf64Ehdr.SIZE, "elf header"))
@@ -671,7 +560,7 @@ class ElfVmcore:
         :param path: the file
         :param page_size: page size in bytes; default VMCOREINFO's PAGESIZE, else 4096
         :param use_mmap: map the file in windows (falls back to pread by itself when mmap
-            is refused); default: only for files under /proc, see :func:`_prefers_mmap`
+            is refused); default: only for files under /proc (filebacking.prefers_mmap)
         :raises BadMagicError: not an ELF file
         :raises NotThisFormatError: an ELF file but not a core dump
         :raises UnsupportedVersionError: not ELFCLASS64, little-endian, x86_64
@@ -679,9 +568,7 @@ class ElfVmcore:
         :raises CorruptDataError: inconsistent counts or sizes
         """
         name = os.fspath(path)
-        backing = _Backing.open(
-            name, use_mmap=_prefers_mmap(name) if use_mmap is None else use_mmap
-        )
+        backing = Backing.open(name, use_mmap=prefers_mmap(name) if use_mmap is None else use_mmap)
         try:
             return cls(backing, page_size=page_size)
         except BaseException:
@@ -693,7 +580,7 @@ class ElfVmcore:
         cls, data: bytes, *, path: str = "<memory>", page_size: int | None = None
     ) -> ElfVmcore:
         """Read an ELF vmcore held in memory (tests, small images)."""
-        return cls(_Backing(path, None, bytes(data), len(data)), page_size=page_size)
+        return cls(Backing(path, None, bytes(data), len(data)), page_size=page_size)
 
     def close(self) -> None:
         """Release the mmap and the file descriptor; idempotent."""
@@ -816,7 +703,7 @@ class ElfVmcore:
 
 
 def _checked_segments(
-    ehdr: Elf64Ehdr, phdrs: Sequence[Elf64Phdr], backing: _Backing
+    ehdr: Elf64Ehdr, phdrs: Sequence[Elf64Phdr], backing: Backing
 ) -> list[Elf64Phdr]:
     """Check every PT_LOAD and PT_NOTE against the file; return the PT_LOADs, a segment of an
     incomplete dump that the file cuts short reduced to what the file holds."""

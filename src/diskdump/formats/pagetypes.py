@@ -251,6 +251,10 @@ def classify_block_spans(
     per block by everything :func:`_decide` reads (the flag bits it tests, the
     anon bit, ``_mapcount``, ``private`` of a buddy, hugetlb): the thousands of
     buddy heads of a free list come in a few orders.
+
+    Longer than 60 lines on purpose (a third of it is this docstring): the loop
+    over complex rows binds its lookups to locals once, and a helper call per
+    row would cost what the prefilter saves.
     """
     plan = _plan(rules)
     size = plan.size
