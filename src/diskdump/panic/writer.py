@@ -11,12 +11,15 @@
     per device quiesce
                leading header, status INCOMPLETE                 lba R
                metadata: notes, RAM runs, panic string, kernel log
-               chunks, most valuable first (panic/layout.py), compressed by workers
+               chunks, most valuable first (panic/layout.py), compressed by workers,
+               handed to the I/O thread in 1 MiB batches, two deep (panic/ioworker.py;
+               verify = "written": each block compared with its pattern first)
                flush
                trailing header COMPLETE, flush                   lba N-1
                leading header rewritten COMPLETE, flush          lba R
                shutdown (always)
-    on a write error or an I/O stall: the next candidate device, flag FALLBACK
+    on a write error, an I/O stall or a block that fails its pattern: the next
+               candidate device, flag FALLBACK
     on a full device: stop at the last whole chunk, flag TRUNCATED (exit 4)
 
 With a public key (``WriterSettings.public_key``), the dump is encrypted:
@@ -29,8 +32,8 @@ rewrites the dump.
 Every block goes through one :class:`~diskdump.devices.base.BlockIO` whose
 range is the dump area ``[reserve_blocks, block_count)``: the label and the
 reserve cannot be written even by a bug in this module. Memory in flight is
-bounded by ``2 * threads`` chunks (at most ``chunk_pages`` pages each),
-whatever the size of the dumped memory.
+bounded by ``2 * threads`` chunks (at most ``chunk_pages`` pages each), one
+write batch and the two queued writes, whatever the size of the dumped memory.
 """
 
 from __future__ import annotations
@@ -360,7 +363,7 @@ class _DeviceDump:
         self.started = time.monotonic()
         self._zero_page = bytes(self.page_size)
         # a dump level's view of the source: its excluded pages can be read through
-        # (and dropped) to read a window in one piece (_read_span)
+        # (and dropped) to read nearby runs with one call (_segments)
         self._unfiltered = self.source.source if isinstance(self.source, FilteredSource) else None
         # the windows come from the view's own data runs, so its per-read check that the
         # pages are kept is redundant: read through (a third of the read cost at -d 31)
