@@ -251,10 +251,6 @@ def classify_block_spans(
     per block by everything :func:`_decide` reads (the flag bits it tests, the
     anon bit, ``_mapcount``, ``private`` of a buddy, hugetlb): the thousands of
     buddy heads of a free list come in a few orders.
-
-    Longer than 60 lines on purpose (a third of it is this docstring): the loop
-    over complex rows binds its lookups to locals once, and a helper call per
-    row would cost what the prefilter saves.
     """
     plan = _plan(rules)
     size = plan.size
@@ -274,7 +270,34 @@ def classify_block_spans(
         hidden = min(skip, n)
         _uncount(plan, codes, counts, 0, hidden)
         excluded[:hidden] = bytes(hidden)
-    masks, layout = plan.masks, rules.layout
+    skip = _complex_rows(plan, rules.layout, start_pfn, buf, codes, simple, excluded, counts, skip)
+    starts, ends = _spans(excluded, start_pfn)
+    if ends:
+        if skip > n:
+            ends[-1] = start_pfn + skip  # the last range goes on into the next block
+        skip_until = ends[-1]
+    return starts, ends, {_CLASSES[c]: k for c, k in enumerate(counts) if k}, skip_until
+
+
+def _complex_rows(
+    plan: _Plan,
+    layout: PageLayout,
+    start_pfn: int,
+    buf: bytes,
+    codes: bytes,
+    simple: bytes,
+    excluded: bytearray,
+    counts: list[int],
+    skip: int,
+) -> int:
+    """Decide the complex rows in pfn order (makedumpfile's if-chain); mark what they
+    exclude in ``excluded`` and ``counts``; return the row index the last one skips to.
+
+    One call per block: the loop binds its lookups to locals once.
+    """
+    n = len(codes)
+    size = plan.size
+    masks = plan.masks
     head_mask, unpack_from = layout.head_mask, plan.unpacker.unpack_from
     i_flags, i_mapping, i_private, i_mapcount = plan.field_index
     relevant, buddy = plan.relevant, masks.buddy_value
@@ -305,16 +328,17 @@ def classify_block_spans(
         if simple.find(1, i + 1, hidden) >= 0:
             _uncount(plan, codes, counts, i + 1, hidden)
         i = codes.find(_COMPLEX, skip)
+    return skip
+
+
+def _spans(excluded: bytearray, start_pfn: int) -> tuple[list[int], list[int]]:
+    """The runs of ones in ``excluded`` as (starts, ends) pfn lists, found by ``re.split``."""
     bounds = list(accumulate(map(len, _ONES.split(excluded))))
     starts, ends = bounds[0:-1:2], bounds[1::2]
-    if ends:
-        if skip > n:
-            ends[-1] = skip  # the last range goes on into the next block
-        skip_until = start_pfn + ends[-1]
-        if start_pfn:
-            starts = list(map(start_pfn.__add__, starts))
-            ends = list(map(start_pfn.__add__, ends))
-    return starts, ends, {_CLASSES[c]: k for c, k in enumerate(counts) if k}, skip_until
+    if start_pfn:
+        starts = list(map(start_pfn.__add__, starts))
+        ends = list(map(start_pfn.__add__, ends))
+    return starts, ends
 
 
 def _uncount(plan: _Plan, codes: bytes, counts: list[int], lo: int, hi: int) -> None:
