@@ -48,6 +48,7 @@ Every option also has a command-line flag; flags override the file. Example::
 from __future__ import annotations
 
 import enum
+import os
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
@@ -68,6 +69,7 @@ __all__ = [
     "load_config",
     "parse_config",
     "parse_size",
+    "resolve_threads",
 ]
 
 DEFAULT_CONFIG_PATH = Path("/etc/diskdump.toml")
@@ -179,6 +181,13 @@ class Config:
     def with_devices(self, paths: list[str]) -> Config:
         """A copy whose device list is ``paths`` (``--device`` flags override the file)."""
         return replace(self, devices=tuple(DeviceSpec(p) for p in paths))
+
+
+def resolve_threads(threads: int) -> int:
+    """A ``threads`` option as a worker count: 0 means one per CPU this process may run on."""
+    if threads > 0:
+        return threads
+    return max(1, len(os.sched_getaffinity(0)))
 
 
 def parse_size(value: str | int, *, field_name: str = "size", path: str | None = None) -> int:

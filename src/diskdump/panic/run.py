@@ -11,13 +11,12 @@ the writer enters crash-dump mode; so is the public key of an encrypted dump
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Callable
 from contextlib import ExitStack
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from diskdump.config import Config
+from diskdump.config import Config, resolve_threads
 from diskdump.devices import open_device
 from diskdump.devices.base import DumpDevice
 from diskdump.errors import DiskdumpError, ManifestError
@@ -75,13 +74,6 @@ def check_manifest(path: str, config: str | None) -> Manifest:
             hint="; ".join(problems),
         )
     return manifest
-
-
-def resolve_threads(threads: int) -> int:
-    """``threads = 0`` means one compression worker per CPU this process may run on."""
-    if threads > 0:
-        return threads
-    return max(1, len(os.sched_getaffinity(0)))
 
 
 def _open_devices(config: Config, events: list[str]) -> list[DumpDevice]:

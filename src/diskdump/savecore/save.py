@@ -44,7 +44,7 @@ from dataclasses import dataclass, field, replace
 from enum import Enum
 from typing import Any, BinaryIO
 
-from diskdump.config import DeviceSpec, SavecoreOptions
+from diskdump.config import DeviceSpec, SavecoreOptions, resolve_threads
 from diskdump.devices import open_device
 from diskdump.devices.base import BlockIO, DumpDevice
 from diskdump.errors import ConfigError, DiskdumpError, NotThisFormatError
@@ -188,7 +188,7 @@ class SaveOptions:
     @property
     def workers(self) -> int:
         """The number of compression workers ``threads`` asks for."""
-        return self.threads if self.threads > 0 else max(1, len(os.sched_getaffinity(0)))
+        return resolve_threads(self.threads)
 
     def validate(self) -> None:
         """Raise for a bad option, before any I/O.

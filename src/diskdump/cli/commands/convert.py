@@ -4,14 +4,13 @@
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from pathlib import Path
 from typing import Any
 
 from diskdump.cli._render import Progress, emit_json, human_size
 from diskdump.cli.exitcodes import ExitCode
-from diskdump.config import load_config
+from diskdump.config import load_config, resolve_threads
 from diskdump.formats.codecs import CODEC_NAMES
 from diskdump.savecore.convert import FORMATS, ConvertResult, EraseOptions, convert
 
@@ -160,7 +159,7 @@ def run(args: argparse.Namespace) -> int:
         progress=progress,
         overwrite=args.force,
         zstd_level=args.zstd_level,
-        threads=args.threads if args.threads > 0 else max(1, len(os.sched_getaffinity(0))),
+        threads=resolve_threads(args.threads),
         erase=_erase_options(args),
     )
     _render(result, args.output, as_json=args.json, stream=sys.stderr if to_stdout else None)
